@@ -1,0 +1,1 @@
+"""xfer, the command-line client (a later issue)."""

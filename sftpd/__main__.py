@@ -1,0 +1,5 @@
+"""``python -m sftpd``."""
+
+from sftpd.commands import main
+
+main()

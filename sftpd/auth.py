@@ -1,0 +1,229 @@
+"""One SSH connection: authentication against the store, limits, idle timer, channels.
+
+Every login attempt is one audit line (user, address, method, outcome, reason);
+no password or key material is ever logged, only key fingerprints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from sftpd.core.session import Session
+from sftpd.logs import audit
+from sftpd.passwords import verify_password
+from sftpd.sftp import SftpdServer
+from sftpd.store import UserRecord
+
+if TYPE_CHECKING:
+    from sftpd.server import Service
+
+log = logging.getLogger("sftpd.auth")
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def ensure_home(homes_dir: Path, name: str) -> Path:
+    """Create ``homes/NAME`` (0700) if needed; refuse a home that is not a plain directory."""
+    if not USERNAME_RE.match(name):
+        raise ValueError(f"invalid user name: {name!r}")
+    home = homes_dir / name
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(home, 0o700)
+    st = os.lstat(home)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"home of {name} is not a directory")
+    return home
+
+
+class Connection(asyncssh.SSHServer):
+    """asyncssh's per-connection server object: login callbacks and session bookkeeping."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.username = ""
+        self.addr = "?"
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._user: UserRecord | None = None
+        self._method = ""
+        self._failures = 0
+        self._authenticated = False
+        self._last_activity = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = asyncio.Event()
+
+    # -- connection lifecycle --------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.addr = str(peer[0])
+        self.service.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.service.connections.discard(self)
+        self.closed.set()
+        if self._idle_timer:
+            self._idle_timer.cancel()
+        if self._authenticated:
+            self.service.session_ended(self.username)
+            log.info(
+                "logout",
+                extra={"event": "logout", "user": self.username, "addr": self.addr},
+            )
+
+    def close(self, reason: str) -> None:
+        if self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- authentication ------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        self.username = username
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def _load(self, username: str) -> UserRecord | None:
+        if not USERNAME_RE.match(username):
+            return None
+        return await self.service.store.get_user(username)
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        user = await self._load(username)
+        ok = await verify_password(user.password_hash if user else None, password)
+        if not ok:
+            reason = "unknown user" if user is None else "wrong password"
+            return self._failed(username, "password", reason)
+        assert user is not None
+        return self._accept(user, "password")
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        user = await self._load(username)
+        fingerprint = key.get_fingerprint("sha256")
+        if user is None:
+            return self._failed(username, "publickey", "unknown user", key=fingerprint)
+        if fingerprint not in {k.fingerprint for k in user.keys}:
+            return self._failed(username, "publickey", "key not authorized", key=fingerprint)
+        return self._accept(user, "publickey", key=fingerprint)
+
+    def _accept(self, user: UserRecord, method: str, **fields: str) -> bool:
+        if user.disabled:
+            return self._failed(user.name, method, "user disabled", **fields)
+        self._user = user
+        self._method = method
+        return True
+
+    def _failed(self, username: str, method: str, reason: str, **fields: str) -> bool:
+        self._failures += 1
+        audit(
+            "login failed",
+            event="login",
+            level=logging.WARNING,
+            user=username[:64],
+            addr=self.addr,
+            method=method,
+            outcome="failed",
+            reason=reason,
+            **fields,
+        )
+        if self._failures >= self.service.settings.max_auth_attempts:
+            audit(
+                "too many authentication failures",
+                event="login",
+                level=logging.WARNING,
+                user=username[:64],
+                addr=self.addr,
+                outcome="disconnected",
+                reason="max auth attempts",
+            )
+            self.close("Too many authentication failures")
+        return False
+
+    def auth_completed(self) -> None:
+        user = self._user
+        assert user is not None
+        if not self.service.session_started(user.name):
+            audit(
+                "login refused",
+                event="login",
+                level=logging.WARNING,
+                user=user.name,
+                addr=self.addr,
+                method=self._method,
+                outcome="refused",
+                reason="too many sessions",
+            )
+            self.close("Too many sessions for this user")
+            return
+        self._authenticated = True
+        try:
+            ensure_home(self.service.settings.homes_dir, user.name)
+        except (OSError, ValueError) as exc:
+            log.error("cannot prepare home", extra={"user": user.name, "error": str(exc)})
+            self.close("Home directory unavailable")
+            return
+        audit(
+            "login ok",
+            event="login",
+            user=user.name,
+            addr=self.addr,
+            method=self._method,
+            outcome="ok",
+        )
+        self.touch()
+
+    # -- sessions ------------------------------------------------------------
+
+    def session_requested(self) -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
+        from sftpd.channels import ChannelSession
+
+        return ChannelSession(self)
+
+    def new_sftp_server(self, chan: asyncssh.SSHServerChannel) -> SftpdServer:  # type: ignore[type-arg]
+        assert self._user is not None
+        home = self.service.settings.homes_dir / self._user.name
+        return SftpdServer(chan, Session(self._user.name, str(home)), self.touch)
+
+    def refused(self, what: str) -> None:
+        log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})
+
+    # -- idle timeout ----------------------------------------------------------
+
+    def touch(self) -> None:
+        """Note activity; the idle timer is re-armed lazily, not on every packet."""
+        self._last_activity = time.monotonic()
+        timeout = self.service.settings.idle_timeout
+        if timeout and self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        timeout = self.service.settings.idle_timeout
+        idle = time.monotonic() - self._last_activity
+        if idle >= timeout:
+            log.info("idle timeout", extra={"user": self.username, "addr": self.addr})
+            self.close("Idle timeout")
+        else:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                timeout - idle, self._check_idle
+            )

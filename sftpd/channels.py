@@ -1,0 +1,86 @@
+"""Session channels: SFTP subsystem, SCP and exec commands; shell and pty refused."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, cast
+
+import asyncssh
+from asyncssh.scp import run_scp_server
+from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
+
+from sftpd.exec import ExecContext, run_command
+from sftpd.sftp import SftpdHandler
+
+if TYPE_CHECKING:
+    from sftpd.auth import Connection
+
+log = logging.getLogger("sftpd.channels")
+
+
+class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
+    """One session channel of an authenticated connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        # Dispatch is ours (session_started), so asyncssh's factories stay unset.
+        super().__init__(None)
+        self._owner = conn
+
+    def shell_requested(self) -> bool:
+        self._owner.refused("shell")
+        return False
+
+    def pty_requested(self, *args: object) -> bool:
+        return False
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            self._owner.refused(f"subsystem {subsystem[:40]!r}")
+        return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        chan = cast(asyncssh.SSHServerChannel[bytes], self._chan)
+        chan.set_encoding(None)
+        self._encoding = None
+        stdin: SSHReader[bytes] = SSHReader(self, chan)
+        stdout: SSHWriter[bytes] = SSHWriter(self, chan)
+        stderr: SSHWriter[bytes] = SSHWriter(self, chan, asyncssh.EXTENDED_DATA_STDERR)
+        command = chan.get_command()
+        conn = self._owner
+        if chan.get_subsystem() == "sftp":
+            server = conn.new_sftp_server(chan)
+            handler = SftpdHandler(server, stdin, stdout, 3)
+            conn.spawn(handler.run())
+        elif command and command.startswith("scp "):
+            conn.touch()
+            result = run_scp_server(conn.new_sftp_server(chan), command, stdin, stdout, stderr)
+            if result is not None:
+                conn.spawn(result)  # type: ignore[arg-type]
+        else:
+            conn.spawn(self._exec(command or "", stdin, stdout, stderr))
+
+    async def _exec(
+        self,
+        command: str,
+        stdin: SSHReader[bytes],
+        stdout: SSHWriter[bytes],
+        stderr: SSHWriter[bytes],
+    ) -> None:
+        conn = self._owner
+        conn.touch()
+        server = conn.new_sftp_server(cast(asyncssh.SSHServerChannel[bytes], stdout.channel))
+        status = 1
+        try:
+            status = await run_command(ExecContext(server.session, stdin, stdout, stderr), command)
+        except Exception:
+            log.exception("exec command failed", extra={"user": conn.username})
+            stderr.write(b"sftpd: internal error\n")
+        finally:
+            server.exit()
+            conn.touch()
+        chan = stdout.channel
+        if not chan.is_closing():
+            chan.exit(status)  # type: ignore[attr-defined]

@@ -1,0 +1,378 @@
+"""The ``sftpd`` command: serve, keys, user ... . Verbs parse and print; logic lives elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import asyncssh
+import typer
+
+from sftpd.auth import USERNAME_RE, ensure_home
+from sftpd.config import ConfigError, Settings, load_settings
+from sftpd.hostkeys import HostKeyError, load_or_create
+from sftpd.logs import setup_logging
+from sftpd.passwords import hash_password, random_password
+from sftpd.server import open_service_store, serve
+from sftpd.store import KeyRecord, Store, StoreError, UserRecord
+from sftpd.units import format_size, parse_size
+
+T = TypeVar("T")
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+DEMO_USER = "demo"
+
+app = typer.Typer(
+    help="sftpd: a secure, quota-limited SFTP and SCP server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(help="Manage users (works while the server runs).", no_args_is_help=True)
+key_app = typer.Typer(help="Manage a user's public keys.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+user_app.add_typer(key_app, name="key")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file.", show_default=False)
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="State directory [default: ./data].")
+]
+KeysDirOpt = Annotated[
+    Path | None, typer.Option("--keys-dir", help="Host key directory [default: ./keys].")
+]
+
+
+class _Globals:
+    config: Path | None = None
+    data_dir: Path | None = None
+    keys_dir: Path | None = None
+
+
+_globals = _Globals()
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"sftpd: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings(**flags: Any) -> Settings:
+    try:
+        return load_settings(
+            _globals.config,
+            {"data_dir": _globals.data_dir, "keys_dir": _globals.keys_dir, **flags},
+        )
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def with_store(fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
+    """Run ``fn`` against the configured store; map store and config errors to exits."""
+    conf = settings()
+
+    async def run() -> T:
+        store = await open_service_store(conf)
+        try:
+            return await fn(store, conf)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def check_name(name: str) -> str:
+    if not USERNAME_RE.match(name):
+        fail(f"invalid user name {name!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or _)")
+    return name
+
+
+def read_keys(path: Path) -> list[KeyRecord]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        fail(f"cannot read key file {path}: {exc.strerror}")
+    keys = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            key = asyncssh.import_public_key(line)
+        except (asyncssh.KeyImportError, ValueError):
+            fail(f"{path} does not hold an OpenSSH public key")
+        keys.append(
+            KeyRecord(
+                fingerprint=key.get_fingerprint("sha256"),
+                algorithm=key.get_algorithm(),
+                public_key=key.export_public_key().decode().strip(),
+                comment=key.get_comment() or "",
+            )
+        )
+    if not keys:
+        fail(f"{path} holds no public key")
+    return keys
+
+
+def ask_password(stdin: bool) -> str:
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if password != getpass.getpass("Repeat password: "):
+            fail("passwords do not match")
+    if not password:
+        fail("empty password")
+    return password
+
+
+def quota_text(user: UserRecord, default: int) -> str:
+    quota = default if user.quota_bytes is None else user.quota_bytes
+    limit = "unlimited" if quota == 0 else format_size(quota)
+    return f"{format_size(user.used_bytes)} of {limit}"
+
+
+@app.callback()
+def main_options(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, keys_dir: KeysDirOpt = None
+) -> None:
+    _globals.config, _globals.data_dir, _globals.keys_dir = config, data_dir, keys_dir
+
+
+@app.command("serve")
+def serve_cmd(
+    listen: Annotated[
+        list[str] | None, typer.Option("--listen", "-l", help="Address to listen on (repeatable).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="TCP port [2222].")] = None,
+    default_quota: Annotated[str | None, typer.Option(help="Quota for users without one.")] = None,
+    login_grace_time: Annotated[float | None, typer.Option(help="Seconds to log in [30].")] = None,
+    max_auth_attempts: Annotated[
+        int | None, typer.Option(help="Failures per connection [6].")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Idle seconds, 0 = never [900].")
+    ] = None,
+    max_sessions_per_user: Annotated[int | None, typer.Option(help="0 = unlimited [10].")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text | json.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
+    ] = True,
+) -> None:
+    """Run the server until SIGINT or SIGTERM."""
+    conf = settings(
+        listen=listen or None,
+        port=port,
+        default_quota=default_quota,
+        login_grace_time=login_grace_time,
+        max_auth_attempts=max_auth_attempts,
+        idle_timeout=idle_timeout,
+        max_sessions_per_user=max_sessions_per_user,
+        log_format=log_format,
+        log_level=log_level,
+    )
+    setup_logging(conf.log_format, conf.log_level)
+
+    async def run() -> None:
+        if demo:
+            await create_demo_user(conf)
+        await serve(conf)
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except KeyboardInterrupt:
+        pass
+
+
+async def create_demo_user(conf: Settings) -> None:
+    store = await open_service_store(conf)
+    try:
+        if await store.count_users():
+            return
+        password = random_password()
+        await store.add_user(UserRecord(DEMO_USER, password_hash=hash_password(password)))
+        ensure_home(conf.homes_dir, DEMO_USER)
+    finally:
+        await store.close()
+    port = conf.port if conf.port else "PORT"
+    print(
+        f"created user {DEMO_USER!r} with password {password}\n"
+        f"  log in with: sftp -P {port} {DEMO_USER}@{conf.listen[0]}",
+        flush=True,
+    )
+
+
+@app.command("keys")
+def keys_cmd() -> None:
+    """Print the host key fingerprints (creating the keys if missing)."""
+    try:
+        for key in load_or_create(settings().keys_dir):
+            typer.echo(f"{key.algorithm} {key.fingerprint} {key.path}")
+    except HostKeyError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    key: Annotated[list[Path] | None, typer.Option("--key", "-k", help="Public key file.")] = None,
+    password: Annotated[bool, typer.Option("--password", help="Prompt for a password.")] = False,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    quota: Annotated[str | None, typer.Option(help="e.g. 5GiB, 500MB, unlimited.")] = None,
+) -> None:
+    """Add a user. With no key and no password option, a random password is printed."""
+    check_name(name)
+    keys = [k for path in key or [] for k in read_keys(path)]
+    quota_bytes = None
+    if quota is not None:
+        try:
+            quota_bytes = parse_size(quota)
+        except ValueError as exc:
+            fail(str(exc))
+    generated = None
+    if password or password_stdin:
+        pw_hash: str | None = hash_password(ask_password(password_stdin))
+    elif not keys:
+        generated = random_password()
+        pw_hash = hash_password(generated)
+    else:
+        pw_hash = None
+
+    async def add(store: Store, conf: Settings) -> None:
+        await store.add_user(UserRecord(name, pw_hash, quota_bytes, keys=tuple(keys)))
+        ensure_home(conf.homes_dir, name)
+
+    with_store(add)
+    typer.echo(f"added user {name}" + (f" with password {generated}" if generated else ""))
+
+
+@user_app.command("list")
+def user_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List users with status and usage."""
+
+    async def q(store: Store, conf: Settings) -> tuple[list[UserRecord], int]:
+        return await store.list_users(), conf.default_quota
+
+    users, default = with_store(q)
+    if json_out:
+        typer.echo(json.dumps([user_json(u, default) for u in users], indent=2))
+        return
+    for u in users:
+        status = "disabled" if u.disabled else "enabled"
+        typer.echo(f"{u.name:<20} {status:<9} {quota_text(u, default):<28} keys={len(u.keys)}")
+
+
+def user_json(u: UserRecord, default: int) -> dict[str, Any]:
+    quota = default if u.quota_bytes is None else u.quota_bytes
+    return {
+        "name": u.name,
+        "disabled": u.disabled,
+        "password": u.password_hash is not None,
+        "quota": quota or None,
+        "used": u.used_bytes,
+        "files": u.used_files,
+        "keys": [{"fingerprint": k.fingerprint, "algorithm": k.algorithm} for k in u.keys],
+    }
+
+
+@user_app.command("show")
+def user_show(name: str) -> None:
+    """Show one user."""
+
+    async def q(store: Store, conf: Settings) -> tuple[UserRecord | None, int]:
+        return await store.get_user(name), conf.default_quota
+
+    user, default = with_store(q)
+    if user is None:
+        fail(f"no such user: {name}")
+    typer.echo(f"user:     {user.name}")
+    typer.echo(f"status:   {'disabled' if user.disabled else 'enabled'}")
+    typer.echo(f"password: {'set' if user.password_hash else 'none'}")
+    typer.echo(f"usage:    {quota_text(user, default)}, {user.used_files} files")
+    for k in user.keys:
+        typer.echo(f"key:      {k.algorithm} {k.fingerprint} {k.comment}".rstrip())
+
+
+def _must(found: bool, name: str) -> None:
+    if not found:
+        fail(f"no such user: {name}")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+) -> None:
+    """Set a user's password."""
+    pw_hash = hash_password(ask_password(password_stdin))
+    _must(with_store(lambda s, _c: s.set_password(name, pw_hash)), name)
+    typer.echo(f"password of {name} changed")
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Forbid logins (by any method) from the next login on."""
+    _must(with_store(lambda s, _c: s.set_disabled(name, True)), name)
+    typer.echo(f"disabled user {name}")
+
+
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Allow logins again."""
+    _must(with_store(lambda s, _c: s.set_disabled(name, False)), name)
+    typer.echo(f"enabled user {name}")
+
+
+@user_app.command("del")
+def user_del(
+    name: str,
+    purge: Annotated[bool, typer.Option(help="Also delete the user's home and files.")] = False,
+) -> None:
+    """Delete a user (their files stay unless --purge)."""
+    check_name(name)
+    _must(with_store(lambda s, _c: s.delete_user(name)), name)
+    if purge:
+        home = settings().homes_dir / name
+        if home.is_dir() and not home.is_symlink():
+            shutil.rmtree(home)
+    typer.echo(f"deleted user {name}" + (" and their files" if purge else ""))
+
+
+@key_app.command("add")
+def key_add(name: str, file: Path) -> None:
+    """Add the public key(s) in FILE to a user."""
+    keys = read_keys(file)
+
+    async def add(store: Store, _conf: Settings) -> None:
+        for k in keys:
+            await store.add_key(name, k)
+
+    with_store(add)
+    for k in keys:
+        typer.echo(f"added key {k.fingerprint} to {name}")
+
+
+@key_app.command("del")
+def key_del(name: str, fingerprint: str) -> None:
+    """Remove a key by its SHA256 fingerprint."""
+    if not with_store(lambda s, _c: s.delete_key(name, fingerprint)):
+        fail(f"{name} has no key {fingerprint}")
+    typer.echo(f"removed key {fingerprint} from {name}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,51 @@
+"""Exec channel: an explicit table of command names -> handlers. No shell, ever.
+
+A handler gets the parsed arguments, the user's ``Session`` and the channel's
+streams, and returns the exit status. Anything not in the table answers
+``NAME: command not found`` on stderr with status 127, as a shell would.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncssh
+
+from sftpd.core.session import Session
+
+
+@dataclass
+class ExecContext:
+    session: Session
+    stdin: asyncssh.SSHReader[bytes]
+    stdout: asyncssh.SSHWriter[bytes]
+    stderr: asyncssh.SSHWriter[bytes]
+
+
+Handler = Callable[[ExecContext, list[str]], Awaitable[int]]
+
+#: Command name -> handler. Later features register here (``sp``, checksums).
+COMMANDS: dict[str, Handler] = {}
+
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 127
+
+
+async def run_command(ctx: ExecContext, command: str) -> int:
+    """Parse ``command`` like a POSIX shell word list and run it from the table."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        ctx.stderr.write(f"sftpd: cannot parse command: {exc}\n".encode())
+        return EXIT_USAGE
+    if not argv:
+        ctx.stderr.write(b"sftpd: empty command\n")
+        return EXIT_USAGE
+    handler = COMMANDS.get(argv[0])
+    if handler is None:
+        name = argv[0].encode("utf-8", "backslashreplace")[:200]
+        ctx.stderr.write(name + b": command not found\n")
+        return EXIT_NOT_FOUND
+    return await handler(ctx, argv[1:])

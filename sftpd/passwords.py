@@ -1,0 +1,33 @@
+"""Password hashing: argon2id only. Verification runs in a thread (it is slow on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_hasher = PasswordHasher()  # argon2id, the library's RFC 9106 low-memory profile
+# Verified when a user does not exist, so a failed login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _verify(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """True when ``password`` matches ``stored``; ``None`` costs the same and fails."""
+    return await asyncio.to_thread(_verify, stored, password)
+
+
+def random_password() -> str:
+    return secrets.token_urlsafe(12)

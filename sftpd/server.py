@@ -1,0 +1,169 @@
+"""Start and stop: store, host keys, listeners, signals and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from sftpd.config import ConfigError, Settings
+from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
+from sftpd.store import Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from sftpd.auth import Connection
+
+log = logging.getLogger("sftpd.server")
+
+#: Only these algorithms are offered; all are current OpenSSH defaults.
+KEX_ALGS = [
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group14-sha256",
+]
+CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+]
+DRAIN_SECONDS = 10.0
+
+
+class Service:
+    """Everything shared by the connections of one server process."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.connections: set[Connection] = set()
+        self._sessions: Counter[str] = Counter()
+        self._servers: list[asyncssh.SSHAcceptor] = []
+
+    def session_started(self, user: str) -> bool:
+        """Count a new authenticated connection; False when the user is at the limit."""
+        limit = self.settings.max_sessions_per_user
+        if limit and self._sessions[user] >= limit:
+            return False
+        self._sessions[user] += 1
+        return True
+
+    def session_ended(self, user: str) -> None:
+        self._sessions[user] -= 1
+        if self._sessions[user] <= 0:
+            del self._sessions[user]
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((host, port))
+        return out
+
+    async def start(self, host_keys: list[HostKey]) -> None:
+        from sftpd.auth import Connection
+
+        settings = self.settings
+        for addr in settings.listen:
+            try:
+                server = await asyncssh.create_server(
+                    lambda: Connection(self),
+                    addr,
+                    settings.port,
+                    server_host_keys=[k.key for k in host_keys],
+                    encoding=None,
+                    login_timeout=settings.login_grace_time or None,
+                    allow_pty=False,
+                    agent_forwarding=False,
+                    x11_forwarding=False,
+                    kbdint_auth=False,
+                    kex_algs=KEX_ALGS,
+                    encryption_algs=CIPHERS,
+                    server_version="sftpd",
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                await self.stop()
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(f"port {settings.port} on {addr} is already in use") from None
+                raise ConfigError(
+                    f"cannot listen on {addr}:{settings.port}: {exc.strerror}"
+                ) from None
+            self._servers.append(server)
+
+    async def stop(self) -> None:
+        """Stop accepting, end sessions cleanly (drain), then close the store."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close("Server shutting down")
+        waits = [asyncio.create_task(conn.closed.wait()) for conn in self.connections]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=DRAIN_SECONDS)
+            for task in pending:
+                task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Create the data and homes dirs, or raise ConfigError naming the problem."""
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.homes_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data dir {settings.data_dir}: {exc.strerror}") from None
+    for path in (settings.data_dir, settings.homes_dir):
+        if not path.is_dir() or not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise ConfigError(f"data dir {path} is not a readable, writable directory")
+
+
+async def open_service_store(settings: Settings) -> Store:
+    check_data_dir(settings)
+    try:
+        return await open_store(settings.db_url)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def serve(settings: Settings, announce: bool = True) -> None:
+    """Run until SIGINT or SIGTERM; raise ConfigError for bad settings."""
+    store = await open_service_store(settings)
+    try:
+        try:
+            host_keys = load_or_create(settings.keys_dir)
+        except HostKeyError as exc:
+            raise ConfigError(str(exc)) from None
+        service = Service(settings, store)
+        os.umask(0o022)
+        await service.start(host_keys)
+        if announce:
+            for key in host_keys:
+                print(f"host key {key.algorithm} {key.fingerprint}", flush=True)
+            for host, port in service.ports:
+                print(f"sftpd: listening on {host}:{port}", flush=True)
+        log.info("started", extra={"listen": service.ports})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: draining sessions")
+        await service.stop()
+        log.info("stopped")
+    finally:
+        await store.close()

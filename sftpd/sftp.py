@@ -1,0 +1,318 @@
+"""SFTP adapter: asyncssh requests -> ``core.Session`` calls; domain errors -> SFTP status.
+
+Two classes:
+
+* :class:`SftpdServer`, the documented ``asyncssh.SFTPServer`` subclass that SFTP
+  and SCP both go through. It holds no policy: it decodes paths and flags, calls
+  the session and maps errors in :data:`STATUS_FOR`.
+* :class:`SftpdHandler`, a subclass of asyncssh's (private) ``SFTPServerHandler``
+  for what the public hooks cannot reach: OpenSSH's advertised limits,
+  ``expand-path@openssh.com`` and ``home-directory``, lenient WRITE parsing for
+  rclone, an exit status when the session ends, and idle tracking. asyncssh is
+  pinned to 2.24.x for this; docs/asyncssh.md says what each override is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.constants import FXP_NAME, FXP_WRITE
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import (
+    SFTPHandler,
+    SFTPLimits,
+    SFTPServerHandler,
+)
+
+from sftpd.core import errors
+from sftpd.core.session import AttrChanges, OpenFile, OpenMode, Session
+
+T = TypeVar("T")
+
+#: OpenSSH's own limits: clients size their requests from these.
+MAX_PACKET_LEN = 256 * 1024
+MAX_READ_LEN = MAX_PACKET_LEN - 1024
+MAX_WRITE_LEN = MAX_PACKET_LEN - 1024
+MAX_OPEN_HANDLES = 1024
+
+STATUS_FOR: dict[type[errors.SftpdError], Callable[[str], asyncssh.SFTPError]] = {
+    errors.NotFound: asyncssh.SFTPNoSuchFile,
+    errors.PermissionDenied: asyncssh.SFTPPermissionDenied,
+    errors.OutsideHome: asyncssh.SFTPPermissionDenied,
+    errors.AlreadyExists: asyncssh.SFTPFileAlreadyExists,
+    errors.NotADirectory: asyncssh.SFTPNotADirectory,
+    errors.IsADirectory: asyncssh.SFTPFileIsADirectory,
+    errors.DirectoryNotEmpty: asyncssh.SFTPDirNotEmpty,
+    errors.InvalidName: asyncssh.SFTPInvalidFilename,
+    errors.LinkLoop: asyncssh.SFTPLinkLoop,
+    errors.InvalidArgument: asyncssh.SFTPInvalidParameter,
+    errors.NoSpace: asyncssh.SFTPNoSpaceOnFilesystem,
+    errors.QuotaExceeded: asyncssh.SFTPQuotaExceeded,
+    errors.Unsupported: asyncssh.SFTPOpUnsupported,
+}
+
+
+def to_sftp_error(exc: errors.SftpdError) -> asyncssh.SFTPError:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls](exc.message)
+    return asyncssh.SFTPFailure(exc.message)
+
+
+def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except errors.SftpdError as exc:
+        raise to_sftp_error(exc) from None
+
+
+def _path(raw: bytes) -> str:
+    """Decode a wire path once, at the edge (UTF-8, undecodable bytes kept)."""
+    return os.fsdecode(raw)
+
+
+def _changes(attrs: asyncssh.SFTPAttrs) -> AttrChanges:
+    def ns(sec: int | None, nsec: int | None) -> int | None:
+        return None if sec is None else sec * 1_000_000_000 + (nsec or 0)
+
+    return AttrChanges(
+        size=attrs.size,
+        permissions=attrs.permissions,
+        atime_ns=ns(attrs.atime, attrs.atime_ns),
+        mtime_ns=ns(attrs.mtime, attrs.mtime_ns),
+        uid=attrs.uid,
+        gid=attrs.gid,
+    )
+
+
+def _open_mode(pflags: int) -> OpenMode:
+    return OpenMode(
+        read=bool(pflags & asyncssh.FXF_READ),
+        write=bool(pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND)),
+        create=bool(pflags & asyncssh.FXF_CREAT),
+        truncate=bool(pflags & asyncssh.FXF_TRUNC),
+        exclusive=bool(pflags & asyncssh.FXF_EXCL),
+    )
+
+
+class SftpdServer(asyncssh.SFTPServer):
+    """The SFTP (and SCP) view of one ``Session``."""
+
+    def __init__(
+        self,
+        chan: asyncssh.SSHServerChannel,  # type: ignore[type-arg]
+        session: Session,
+        on_activity: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(chan)
+        self.session = session
+        self.on_activity = on_activity
+        self._files: set[OpenFile] = set()
+
+    def format_user(self, uid: int | None) -> str:
+        return self.session.user
+
+    def format_group(self, gid: int | None) -> str:
+        return self.session.user
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> OpenFile:
+        if len(self._files) >= MAX_OPEN_HANDLES:
+            raise asyncssh.SFTPFailure(f"too many open files (limit {MAX_OPEN_HANDLES})")
+        perms = attrs.permissions if attrs.permissions is not None else 0o644
+        f = _call(self.session.open, _path(path), _open_mode(pflags), perms)
+        self._files.add(f)
+        return f
+
+    def close(self, file_obj: object) -> None:
+        assert isinstance(file_obj, OpenFile)
+        self._files.discard(file_obj)
+        file_obj.close()
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        assert isinstance(file_obj, OpenFile)
+        self.on_activity()
+        return _call(file_obj.read, offset, min(size, MAX_READ_LEN))
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        assert isinstance(file_obj, OpenFile)
+        self.on_activity()
+        return _call(file_obj.write, offset, data)
+
+    def lstat(self, path: bytes) -> os.stat_result:
+        return _call(self.session.stat, _path(path), follow=False)
+
+    def stat(self, path: bytes) -> os.stat_result:
+        return _call(self.session.stat, _path(path))
+
+    def fstat(self, file_obj: object) -> os.stat_result:
+        assert isinstance(file_obj, OpenFile)
+        return _call(file_obj.stat)
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        _call(self.session.setstat, _path(path), _changes(attrs))
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        _call(self.session.setstat, _path(path), _changes(attrs), follow=False)
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        assert isinstance(file_obj, OpenFile)
+        _call(file_obj.setstat, _changes(attrs))
+
+    async def fsync(self, file_obj: object) -> None:
+        assert isinstance(file_obj, OpenFile)
+        await asyncio.to_thread(_call, file_obj.sync)
+
+    def statvfs(self, path: bytes) -> os.statvfs_result:
+        _call(self.session.stat, _path(path))
+        return _call(self.session.statvfs)
+
+    def fstatvfs(self, file_obj: object) -> os.statvfs_result:
+        return _call(self.session.statvfs)
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        entries = _call(self.session.listdir, _path(path))
+        while True:
+            try:
+                name, st = _call(next, entries)
+            except StopIteration:
+                return
+            yield asyncssh.SFTPName(os.fsencode(name), attrs=asyncssh.SFTPAttrs.from_local(st))
+
+    def remove(self, path: bytes) -> None:
+        _call(self.session.remove, _path(path))
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        perms = attrs.permissions if attrs.permissions is not None else 0o755
+        _call(self.session.mkdir, _path(path), perms)
+
+    def rmdir(self, path: bytes) -> None:
+        _call(self.session.rmdir, _path(path))
+
+    def realpath(self, path: bytes) -> bytes:
+        return os.fsencode(_call(self.session.realpath, _path(path)))
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        _call(self.session.rename, _path(oldpath), _path(newpath))
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        _call(self.session.rename, _path(oldpath), _path(newpath))
+
+    def readlink(self, path: bytes) -> bytes:
+        return os.fsencode(_call(self.session.readlink, _path(path)))
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        _call(self.session.symlink, _path(oldpath), _path(newpath))
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        _call(self.session.link, _path(oldpath), _path(newpath))
+
+    def exit(self) -> None:
+        for f in list(self._files):
+            f.close()
+        self._files.clear()
+        self.session.close()
+
+    # -- OpenSSH path extensions (called from SftpdHandler) --------------------
+
+    def expand_path(self, path: bytes) -> bytes:
+        """``~``, ``~/x`` and ``~USER/x`` (own name only) are the home; then realpath."""
+        text = _path(path)
+        if text.startswith("~"):
+            head, _, rest = text[1:].partition("/")
+            if head not in ("", self.session.user):
+                raise asyncssh.SFTPNoSuchFile("no such user")
+            text = "/" + rest
+        return self.realpath(os.fsencode(text))
+
+    def home_directory(self, username: bytes) -> bytes:
+        if username not in (b"", self.session.user.encode()):
+            raise asyncssh.SFTPNoSuchFile("no such user")
+        return b"/"
+
+
+class SftpdHandler(SFTPServerHandler):
+    """asyncssh's SFTP server protocol handler with OpenSSH's manners.
+
+    Every request counts as activity for the connection's idle timer.
+    """
+
+    _extensions = [  # noqa: RUF012
+        *SFTPServerHandler._extensions,
+        (b"expand-path@openssh.com", b"1"),
+        (b"home-directory", b"1"),
+    ]
+    _return_types: dict[object, int] = {  # noqa: RUF012
+        **SFTPHandler._return_types,
+        b"expand-path@openssh.com": FXP_NAME,
+        b"home-directory": FXP_NAME,
+    }
+
+    def __init__(
+        self,
+        server: SftpdServer,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+        sftp_version: int,
+    ) -> None:
+        super().__init__(server, reader, writer, sftp_version)
+        self._sftpd = server
+
+    async def _process_packet(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        self._sftpd.on_activity()
+        await super()._process_packet(pkttype, pktid, packet)
+
+    async def _cleanup(self, exc: Exception | None) -> None:
+        # OpenSSH's scp (SFTP mode) exits 1 unless the session ends with a status.
+        writer = self._writer
+        if writer is not None:
+            chan = writer.channel
+            if not chan.is_closing():
+                with contextlib.suppress(OSError):
+                    chan.exit(0)  # type: ignore[attr-defined]
+        await super()._cleanup(exc)
+
+    async def _process_limits(self, packet: SSHPacket) -> SFTPLimits:
+        packet.check_end()
+        return SFTPLimits(MAX_PACKET_LEN, MAX_READ_LEN, MAX_WRITE_LEN, MAX_OPEN_HANDLES)
+
+    async def _process_write_lenient(self, packet: SSHPacket) -> int:
+        """WRITE without the trailing-bytes check: rclone 1.60 pads its last write.
+
+        OpenSSH's sftp-server ignores such padding too; the data string itself
+        is length-prefixed, so nothing after it can be mistaken for data.
+        """
+        handle = packet.get_string()
+        offset = packet.get_uint64()
+        data = packet.get_string()
+        file_obj = self._file_handles.get(handle)
+        if not file_obj:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        return self._sftpd.write(file_obj, offset, data)
+
+    async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
+        path = packet.get_string()
+        packet.check_end()
+        return [asyncssh.SFTPName(self._sftpd.expand_path(path))], False
+
+    async def _process_home_directory(
+        self, packet: SSHPacket
+    ) -> tuple[list[asyncssh.SFTPName], bool]:
+        username = packet.get_string()
+        packet.check_end()
+        return [asyncssh.SFTPName(self._sftpd.home_directory(username))], False
+
+    _packet_handlers: dict[int | bytes, Any] = {  # noqa: RUF012
+        **SFTPServerHandler._packet_handlers,
+        FXP_WRITE: _process_write_lenient,
+        b"limits@openssh.com": _process_limits,
+        b"expand-path@openssh.com": _process_expand_path,
+        b"home-directory": _process_home_directory,
+    }
+
+
+__all__ = ["MAX_READ_LEN", "MAX_WRITE_LEN", "SftpdHandler", "SftpdServer", "to_sftp_error"]

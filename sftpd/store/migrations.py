@@ -1,0 +1,27 @@
+"""Versioned schema. Append a step; never edit one that has shipped."""
+
+from __future__ import annotations
+
+SQLITE_STEPS: list[str] = [
+    # 1: users and their public keys
+    """
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT,
+        quota_bytes   INTEGER,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        used_bytes    INTEGER NOT NULL DEFAULT 0,
+        used_files    INTEGER NOT NULL DEFAULT 0,
+        created_at    REAL NOT NULL
+    );
+    CREATE TABLE user_keys (
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL,
+        algorithm   TEXT NOT NULL,
+        public_key  TEXT NOT NULL,
+        comment     TEXT NOT NULL DEFAULT '',
+        added_at    REAL NOT NULL,
+        PRIMARY KEY (user, fingerprint)
+    );
+    """,
+]

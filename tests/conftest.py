@@ -1,0 +1,236 @@
+"""Fixtures: a real sftpd on 127.0.0.1 (ephemeral port, temp data dir) and client helpers.
+
+The server runs on its own event loop in a thread, so tests may drive it with
+blocking OpenSSH subprocesses as well as with asyncssh from the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+import pytest
+
+from sftpd.config import Settings
+from sftpd.hostkeys import load_or_create
+from sftpd.passwords import hash_password
+from sftpd.server import Service, open_service_store
+from sftpd.store import KeyRecord, UserRecord
+
+T = TypeVar("T")
+_names = itertools.count()
+
+
+class Records(logging.Handler):
+    """Collects log records of the server thread for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [vars(r) for r in self.records if getattr(r, "event", None) == event]
+
+    def text(self) -> str:
+        fmt = logging.Formatter("%(message)s %(__dict__)s")
+        return "\n".join(fmt.format(r) for r in self.records)
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    key_path: Path
+    home: Path
+
+
+@dataclass
+class LiveServer:
+    settings: Settings
+    service: Service
+    loop: asyncio.AbstractEventLoop
+    port: int
+    client_key: Path
+    known_hosts: Path
+    tmp: Path
+    logs: Records
+    users: list[User] = field(default_factory=list)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the server's loop (e.g. a store change) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def add_user(
+        self,
+        name: str | None = None,
+        *,
+        password: str = "correct horse battery",
+        quota: int | None = None,
+        disabled: bool = False,
+        with_key: bool = True,
+    ) -> User:
+        name = name or f"u{next(_names)}"
+        keys: tuple[KeyRecord, ...] = ()
+        if with_key:
+            key = asyncssh.read_public_key(str(self.client_key) + ".pub")
+            keys = (
+                KeyRecord(
+                    key.get_fingerprint("sha256"),
+                    key.get_algorithm(),
+                    key.export_public_key().decode().strip(),
+                ),
+            )
+        record = UserRecord(name, hash_password(password), quota, disabled, keys)
+        self.call(self.service.store.add_user(record))
+        home = self.settings.homes_dir / name
+        home.mkdir(mode=0o700, exist_ok=True)
+        user = User(name, password, self.client_key, home)
+        self.users.append(user)
+        return user
+
+    # -- OpenSSH client helpers -------------------------------------------------
+
+    def ssh_options(self, key: Path | None = None) -> list[str]:
+        return [
+            "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"IdentityFile={key or self.client_key}",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR",
+            "-F", "/dev/null",
+        ]  # fmt: skip
+
+    def sftp(
+        self, user: User, batch: str, *extra: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sftp", "-b", "-", "-P", str(self.port), *self.ssh_options(), *extra,
+             f"{user.name}@127.0.0.1"],
+            input=batch, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def scp(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["scp", "-P", str(self.port), *self.ssh_options(), *args],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def ssh(
+        self, user: User, *command: str, timeout: float = 30, input: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ssh", "-p", str(self.port), *self.ssh_options(), f"{user.name}@127.0.0.1",
+             *command],
+            capture_output=True, text=True, timeout=timeout, input=input,
+        )  # fmt: skip
+
+    def remote(self, user: User, path: str = "") -> str:
+        return f"{user.name}@127.0.0.1:{path}"
+
+    async def connect(self, user: User, **kwargs: Any) -> asyncssh.SSHClientConnection:
+        options: dict[str, Any] = {
+            "username": user.name,
+            "known_hosts": str(self.known_hosts),
+            "client_keys": [str(user.key_path)],
+            "agent_path": None,
+        }
+        options.update(kwargs)
+        return await asyncssh.connect("127.0.0.1", self.port, **options)
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def start_live_server(tmp: Path, **overrides: Any) -> LiveServer:
+    settings = Settings(
+        port=0,
+        data_dir=tmp / "data",
+        keys_dir=tmp / "keys",
+        **overrides,
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_run_loop, args=(loop,), daemon=True)
+    thread.start()
+
+    async def boot() -> Service:
+        store = await open_service_store(settings)
+        service = Service(settings, store)
+        await service.start(load_or_create(settings.keys_dir))
+        return service
+
+    service = asyncio.run_coroutine_threadsafe(boot(), loop).result(60)
+    port = service.ports[0][1]
+    client_key = tmp / "id_ed25519"
+    if not client_key.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        key.write_private_key(client_key)
+        key.write_public_key(str(client_key) + ".pub")
+        client_key.chmod(0o600)
+    known_hosts = tmp / f"known_hosts_{port}"
+    lines = [
+        f"[127.0.0.1]:{port} " + (settings.keys_dir / f"{n}.pub").read_text().strip()
+        for n in ("ssh_host_ed25519_key", "ssh_host_ecdsa_key", "ssh_host_rsa_key")
+    ]
+    known_hosts.write_text("\n".join(lines) + "\n")
+    logs = Records()
+    logging.getLogger("sftpd").addHandler(logs)
+    logging.getLogger("sftpd").setLevel(logging.DEBUG)
+    return LiveServer(settings, service, loop, port, client_key, known_hosts, tmp, logs)
+
+
+def stop_live_server(server: LiveServer) -> None:
+    async def shutdown() -> None:
+        await server.service.stop()
+        await server.service.store.close()
+
+    server.call(shutdown(), timeout=60)
+    server.loop.call_soon_threadsafe(server.loop.stop)
+    logging.getLogger("sftpd").removeHandler(server.logs)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the whole run; tests isolate themselves with their own users."""
+    server = start_live_server(tmp_path_factory.mktemp("sftpd"))
+    yield server
+    stop_live_server(server)
+
+
+@pytest.fixture
+def user(live_server: LiveServer) -> User:
+    return live_server.add_user()
+
+
+@pytest.fixture
+def outside(live_server: LiveServer) -> Path:
+    """A directory next to the homes with a secret that no user may reach."""
+    path = live_server.tmp / "outside"
+    path.mkdir(exist_ok=True)
+    (path / "secret.txt").write_text("TOP SECRET\n")
+    return path
+
+
+def require_binary(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; scripts/test.sh installs it")
+    return found
+
+
+os.environ.setdefault("TZ", "UTC")
