@@ -10,7 +10,7 @@ from asyncssh.scp import run_scp_server
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from sftpd.exec import ExecContext, run_command
-from sftpd.sftp import SftpdHandler
+from sftpd.sftp import SftpdHandler, SftpdServer
 
 if TYPE_CHECKING:
     from sftpd.auth import Connection
@@ -52,8 +52,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         conn = self._owner
         if chan.get_subsystem() == "sftp":
             server = conn.new_sftp_server(chan)
-            handler = SftpdHandler(server, stdin, stdout, 3)
-            conn.spawn(handler.run())
+            conn.spawn(self._sftp(SftpdHandler(server, stdin, stdout, 3), server, chan))
         elif command and command.startswith("scp "):
             conn.touch()
             result = run_scp_server(conn.new_sftp_server(chan), command, stdin, stdout, stderr)
@@ -61,6 +60,23 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
                 conn.spawn(result)  # type: ignore[arg-type]
         else:
             conn.spawn(self._exec(command or "", stdin, stdout, stderr))
+
+    @staticmethod
+    async def _sftp(
+        handler: SftpdHandler, server: SftpdServer, chan: asyncssh.SSHServerChannel[bytes]
+    ) -> None:
+        """Run the SFTP protocol; whatever ends it, the channel closes and files are freed.
+
+        asyncssh's handler lets an EOF before INIT escape without cleanup.
+        """
+        try:
+            await handler.run()
+        except (EOFError, OSError, asyncssh.Error) as exc:
+            log.debug("sftp session ended early", extra={"error": str(exc)})
+        finally:
+            server.exit()
+            if not chan.is_closing():
+                chan.exit(0)
 
     async def _exec(
         self,

@@ -149,6 +149,10 @@ async def serve(settings: Settings, announce: bool = True) -> None:
         except HostKeyError as exc:
             raise ConfigError(str(exc)) from None
         service = Service(settings, store)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         os.umask(0o022)
         await service.start(host_keys)
         if announce:
@@ -157,10 +161,6 @@ async def serve(settings: Settings, announce: bool = True) -> None:
             for host, port in service.ports:
                 print(f"sftpd: listening on {host}:{port}", flush=True)
         log.info("started", extra={"listen": service.ports})
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping: draining sessions")
         await service.stop()

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from sftpd.config import Settings
 from sftpd.hostkeys import load_or_create
+from sftpd.logs import JsonFormatter, TextFormatter
 from sftpd.passwords import hash_password
 from sftpd.server import Service, open_service_store
 from sftpd.store import KeyRecord, UserRecord
@@ -44,9 +46,21 @@ class Records(logging.Handler):
     def events(self, event: str) -> list[dict[str, Any]]:
         return [vars(r) for r in self.records if getattr(r, "event", None) == event]
 
+    async def wait_events(
+        self, event: str, count: int, timeout: float = 5, **match: Any
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` events of a kind matching ``match`` were logged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events(event) if all(e.get(k) == v for k, v in match.items())]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.02)
+
     def text(self) -> str:
-        fmt = logging.Formatter("%(message)s %(__dict__)s")
-        return "\n".join(fmt.format(r) for r in self.records)
+        """Every record as the server would write it, in both log formats."""
+        fmts = (TextFormatter(), JsonFormatter())
+        return "\n".join(f.format(r) for r in self.records for f in fmts)
 
 
 @dataclass
@@ -141,7 +155,8 @@ class LiveServer:
     def remote(self, user: User, path: str = "") -> str:
         return f"{user.name}@127.0.0.1:{path}"
 
-    async def connect(self, user: User, **kwargs: Any) -> asyncssh.SSHClientConnection:
+    def connect(self, user: User, **kwargs: Any) -> Any:
+        """``asyncssh.connect`` to this server: await it or use ``async with``."""
         options: dict[str, Any] = {
             "username": user.name,
             "known_hosts": str(self.known_hosts),
@@ -149,7 +164,7 @@ class LiveServer:
             "agent_path": None,
         }
         options.update(kwargs)
-        return await asyncssh.connect("127.0.0.1", self.port, **options)
+        return asyncssh.connect("127.0.0.1", self.port, **options)
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
