@@ -201,8 +201,9 @@ class Connection(asyncssh.SSHServer):
 
     def new_sftp_server(self, chan: asyncssh.SSHServerChannel) -> SftpdServer:  # type: ignore[type-arg]
         assert self._user is not None
-        home = self.service.settings.homes_dir / self._user.name
-        return SftpdServer(chan, Session(self._user.name, str(home)), self.touch)
+        name = self._user.name
+        home = self.service.settings.homes_dir / name
+        return SftpdServer(chan, Session(name, str(home), self.service.ledger(name)), self.touch)
 
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})

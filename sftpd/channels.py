@@ -74,7 +74,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         except (EOFError, OSError, asyncssh.Error) as exc:
             log.debug("sftp session ended early", extra={"error": str(exc)})
         finally:
-            server.exit()
+            await server.exit()
             if not chan.is_closing():
                 chan.exit(0)
 
@@ -95,7 +95,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
             log.exception("exec command failed", extra={"user": conn.username})
             stderr.write(b"sftpd: internal error\n")
         finally:
-            server.exit()
+            await server.exit()
             conn.touch()
         chan = stdout.channel
         if not chan.is_closing():

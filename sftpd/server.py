@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from sftpd.config import ConfigError, Settings
+from sftpd.core.quota import QuotaLedger
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
+from sftpd.reconcile import new_holder_id, reconcile_dead_holders
 from sftpd.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -47,9 +49,20 @@ class Service:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        self.holder = new_holder_id()
         self.connections: set[Connection] = set()
         self._sessions: Counter[str] = Counter()
         self._servers: list[asyncssh.SSHAcceptor] = []
+        self._ledgers: dict[str, QuotaLedger] = {}
+
+    def ledger(self, user: str) -> QuotaLedger:
+        """The user's ledger in this process, shared by all their sessions."""
+        ledger = self._ledgers.get(user)
+        if ledger is None:
+            ledger = self._ledgers[user] = QuotaLedger(
+                user, self.store, self.holder, self.settings.default_quota
+            )
+        return ledger
 
     def session_started(self, user: str) -> bool:
         """Count a new authenticated connection; False when the user is at the limit."""
@@ -154,6 +167,7 @@ async def serve(settings: Settings, announce: bool = True) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         os.umask(0o022)
+        await reconcile_dead_holders(store, settings)
         await service.start(host_keys)
         if announce:
             for key in host_keys:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncssh
@@ -30,7 +31,11 @@ from asyncssh.sftp import (
 )
 
 from sftpd.core import errors
-from sftpd.core.session import AttrChanges, OpenFile, OpenMode, Session
+from sftpd.core.files import AttrChanges, OpenFile, OpenMode
+from sftpd.core.session import Session
+from sftpd.logs import audit
+
+log = logging.getLogger("sftpd.sftp")
 
 T = TypeVar("T")
 
@@ -67,6 +72,13 @@ def to_sftp_error(exc: errors.SftpdError) -> asyncssh.SFTPError:
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
+    except errors.SftpdError as exc:
+        raise to_sftp_error(exc) from None
+
+
+async def _acall(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    try:
+        return await fn(*args, **kwargs)
     except errors.SftpdError as exc:
         raise to_sftp_error(exc) from None
 
@@ -120,28 +132,48 @@ class SftpdServer(asyncssh.SFTPServer):
     def format_group(self, gid: int | None) -> str:
         return self.session.user
 
-    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> OpenFile:
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> OpenFile:
         if len(self._files) >= MAX_OPEN_HANDLES:
             raise asyncssh.SFTPFailure(f"too many open files (limit {MAX_OPEN_HANDLES})")
         perms = attrs.permissions if attrs.permissions is not None else 0o644
-        f = _call(self.session.open, _path(path), _open_mode(pflags), perms)
+        f = await self._quota_guard(self.session.open, _path(path), _open_mode(pflags), perms)
         self._files.add(f)
         return f
 
-    def close(self, file_obj: object) -> None:
+    async def close(self, file_obj: object) -> None:
         assert isinstance(file_obj, OpenFile)
         self._files.discard(file_obj)
-        file_obj.close()
+        await _acall(file_obj.close)
+
+    async def _quota_guard(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn``; a QuotaExceeded also goes to the channel's stderr as one human line.
+
+        OpenSSH's sftp prints only "Failure" for a failed write, but shows stderr.
+        """
+        try:
+            return await fn(*args)
+        except errors.QuotaExceeded as exc:
+            self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
+            audit(
+                "quota exceeded",
+                event="quota",
+                level=logging.WARNING,
+                user=self.session.user,
+                reason=exc.message,
+            )
+            raise to_sftp_error(exc) from None
+        except errors.SftpdError as exc:
+            raise to_sftp_error(exc) from None
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         assert isinstance(file_obj, OpenFile)
         self.on_activity()
         return _call(file_obj.read, offset, min(size, MAX_READ_LEN))
 
-    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         assert isinstance(file_obj, OpenFile)
         self.on_activity()
-        return _call(file_obj.write, offset, data)
+        return await self._quota_guard(file_obj.write, offset, data)
 
     def lstat(self, path: bytes) -> os.stat_result:
         return _call(self.session.stat, _path(path), follow=False)
@@ -153,26 +185,26 @@ class SftpdServer(asyncssh.SFTPServer):
         assert isinstance(file_obj, OpenFile)
         return _call(file_obj.stat)
 
-    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        _call(self.session.setstat, _path(path), _changes(attrs))
+    async def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        await self._quota_guard(self.session.setstat, _path(path), _changes(attrs))
 
-    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        _call(self.session.setstat, _path(path), _changes(attrs), follow=False)
+    async def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        await _acall(self.session.setstat, _path(path), _changes(attrs), follow=False)
 
-    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+    async def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
         assert isinstance(file_obj, OpenFile)
-        _call(file_obj.setstat, _changes(attrs))
+        await self._quota_guard(file_obj.setstat, _changes(attrs))
 
     async def fsync(self, file_obj: object) -> None:
         assert isinstance(file_obj, OpenFile)
         await asyncio.to_thread(_call, file_obj.sync)
 
-    def statvfs(self, path: bytes) -> os.statvfs_result:
+    async def statvfs(self, path: bytes) -> os.statvfs_result:
         _call(self.session.stat, _path(path))
-        return _call(self.session.statvfs)
+        return await _acall(self.session.statvfs)
 
-    def fstatvfs(self, file_obj: object) -> os.statvfs_result:
-        return _call(self.session.statvfs)
+    async def fstatvfs(self, file_obj: object) -> os.statvfs_result:
+        return await _acall(self.session.statvfs)
 
     async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
         entries = _call(self.session.listdir, _path(path))
@@ -183,8 +215,8 @@ class SftpdServer(asyncssh.SFTPServer):
                 return
             yield asyncssh.SFTPName(os.fsencode(name), attrs=asyncssh.SFTPAttrs.from_local(st))
 
-    def remove(self, path: bytes) -> None:
-        _call(self.session.remove, _path(path))
+    async def remove(self, path: bytes) -> None:
+        await _acall(self.session.remove, _path(path))
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         perms = attrs.permissions if attrs.permissions is not None else 0o755
@@ -196,11 +228,11 @@ class SftpdServer(asyncssh.SFTPServer):
     def realpath(self, path: bytes) -> bytes:
         return os.fsencode(_call(self.session.realpath, _path(path)))
 
-    def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        _call(self.session.rename, _path(oldpath), _path(newpath))
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await _acall(self.session.rename, _path(oldpath), _path(newpath))
 
-    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
-        _call(self.session.rename, _path(oldpath), _path(newpath))
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await _acall(self.session.rename, _path(oldpath), _path(newpath))
 
     def readlink(self, path: bytes) -> bytes:
         return os.fsencode(_call(self.session.readlink, _path(path)))
@@ -211,10 +243,15 @@ class SftpdServer(asyncssh.SFTPServer):
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         _call(self.session.link, _path(oldpath), _path(newpath))
 
-    def exit(self) -> None:
-        for f in list(self._files):
-            f.close()
-        self._files.clear()
+    async def exit(self) -> None:
+        """Close every handle the client left open (a dropped upload settles here)."""
+        files, self._files = list(self._files), set()
+        for f in files:
+            try:
+                await f.close()
+            except errors.SftpdError as exc:
+                log.warning("closing a file failed", extra={"user": self.session.user,
+                            "error": exc.message})  # fmt: skip
         self.session.close()
 
     # -- OpenSSH path extensions (called from SftpdHandler) --------------------
@@ -292,7 +329,7 @@ class SftpdHandler(SFTPServerHandler):
         file_obj = self._file_handles.get(handle)
         if not file_obj:
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
-        return self._sftpd.write(file_obj, offset, data)
+        return await self._sftpd.write(file_obj, offset, data)
 
     async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
         path = packet.get_string()

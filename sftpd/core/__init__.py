@@ -4,7 +4,19 @@ Nothing here imports asyncssh.
 """
 
 from sftpd.core.errors import SftpdError
+from sftpd.core.files import AttrChanges, OpenFile, OpenMode
 from sftpd.core.jail import Jail
-from sftpd.core.session import AttrChanges, OpenFile, OpenMode, Session
+from sftpd.core.quota import QuotaLedger, scan_home
+from sftpd.core.session import Session, UsageReport
 
-__all__ = ["AttrChanges", "Jail", "OpenFile", "OpenMode", "Session", "SftpdError"]
+__all__ = [
+    "AttrChanges",
+    "Jail",
+    "OpenFile",
+    "OpenMode",
+    "QuotaLedger",
+    "Session",
+    "SftpdError",
+    "UsageReport",
+    "scan_home",
+]

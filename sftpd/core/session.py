@@ -1,7 +1,8 @@
-"""A user's view of their home: every file operation, confined, as plain Python.
+"""A user's view of their home: every file operation, confined and accounted, as plain Python.
 
 Protocol adapters (SFTP, SCP, exec commands) call these methods and map the
-domain errors they raise; none of them touches the disk by itself.
+domain errors they raise; none of them touches the disk by itself. Each
+operation runs as: confine (``Jail.locate``) -> check quota -> act -> account.
 """
 
 from __future__ import annotations
@@ -10,223 +11,152 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sftpd.core.errors import (
-    InvalidArgument,
+    AlreadyExists,
     IsADirectory,
     OutsideHome,
     PermissionDenied,
     SftpdError,
     from_oserror,
 )
+from sftpd.core.files import (
+    OPEN_BASE,
+    PERMISSION_MASK,
+    AttrChanges,
+    OpenFile,
+    OpenMode,
+    resize_fd,
+    set_times,
+)
 from sftpd.core.jail import Jail, Location, lexical_parts, link_target_for_disk, require_exists
+from sftpd.core.quota import QuotaLedger, is_counted
 
 audit = logging.getLogger("sftpd.audit")
 
-#: Permission bits a client may set: never setuid, setgid or sticky.
-PERMISSION_MASK = 0o777
-_OPEN_BASE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
 
 @dataclass(frozen=True)
-class OpenMode:
-    """What a client asked for when opening a file (protocol-neutral)."""
+class UsageReport:
+    used: int
+    files: int
+    quota: int  # 0 = unlimited
+    max_files: int  # 0 = no limit
 
-    read: bool = False
-    write: bool = False
-    create: bool = False
-    truncate: bool = False
-    exclusive: bool = False
-
-    def os_flags(self) -> int:
-        if self.read and self.write:
-            flags = os.O_RDWR
-        elif self.write:
-            flags = os.O_WRONLY
-        else:
-            flags = os.O_RDONLY
-        if self.create:
-            flags |= os.O_CREAT
-        if self.truncate:
-            flags |= os.O_TRUNC
-        if self.exclusive:
-            flags |= os.O_EXCL
-        return flags | _OPEN_BASE
-
-
-@dataclass(frozen=True)
-class AttrChanges:
-    """Attribute changes from setstat; None means leave as is."""
-
-    size: int | None = None
-    permissions: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-
-    def check_owner(self, st: os.stat_result) -> None:
-        """chown is refused; restating the current owner (some clients do) is fine."""
-        if self.uid not in (None, st.st_uid) or self.gid not in (None, st.st_gid):
-            raise PermissionDenied("permission denied: changing owner is not allowed")
-
-
-def _oserror(exc: OSError) -> SftpdError:
-    return from_oserror(exc)
-
-
-class OpenFile:
-    """An open regular file. Writes honour the client's offsets, never O_APPEND."""
-
-    def __init__(self, fd: int, vpath: str, mode: OpenMode) -> None:
-        self.fd = fd
-        self.vpath = vpath
-        self.mode = mode
-        self.closed = False
-
-    def read(self, offset: int, size: int) -> bytes:
-        if not self.mode.read:
-            raise PermissionDenied("permission denied: file not open for reading")
-        try:
-            return os.pread(self.fd, size, offset)
-        except OSError as exc:
-            raise _oserror(exc) from None
-
-    def write(self, offset: int, data: bytes) -> int:
-        if not self.mode.write:
-            raise PermissionDenied("permission denied: file not open for writing")
-        view = memoryview(data)
-        done = 0
-        try:
-            while done < len(view):
-                done += os.pwrite(self.fd, view[done:], offset + done)
-        except OSError as exc:
-            raise _oserror(exc) from None
-        return done
-
-    def stat(self) -> os.stat_result:
-        try:
-            return os.fstat(self.fd)
-        except OSError as exc:
-            raise _oserror(exc) from None
-
-    def seek(self, offset: int, whence: int) -> int:
-        """lseek, for SEEK_DATA/SEEK_HOLE range queries; raises OSError as lseek does."""
-        return os.lseek(self.fd, offset, whence)
-
-    def setstat(self, changes: AttrChanges) -> None:
-        changes.check_owner(self.stat())
-        try:
-            if changes.size is not None:
-                if not self.mode.write:
-                    raise PermissionDenied("permission denied: file not open for writing")
-                os.ftruncate(self.fd, changes.size)
-            if changes.permissions is not None:
-                os.fchmod(self.fd, changes.permissions & PERMISSION_MASK)
-            _set_times(self.fd, None, changes)
-        except OSError as exc:
-            raise _oserror(exc) from None
-
-    def sync(self) -> None:
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            raise _oserror(exc) from None
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
-
-
-def _set_times(fd: int, name: str | None, changes: AttrChanges) -> None:
-    if changes.atime_ns is None and changes.mtime_ns is None:
-        return
-    current = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
-    times = (
-        changes.atime_ns if changes.atime_ns is not None else current.st_atime_ns,
-        changes.mtime_ns if changes.mtime_ns is not None else current.st_mtime_ns,
-    )
-    if name is None:
-        os.utime(fd, ns=times)
-    else:
-        os.utime(name, ns=times, dir_fd=fd, follow_symlinks=False)
+    @property
+    def free(self) -> int | None:
+        return max(0, self.quota - self.used) if self.quota else None
 
 
 class Session:
     """One authenticated user's file operations, all confined to their home."""
 
-    def __init__(self, user: str, home: str) -> None:
+    def __init__(self, user: str, home: str, ledger: QuotaLedger) -> None:
         self.user = user
         self.jail = Jail(home)
+        self.ledger = ledger
 
     def close(self) -> None:
         self.jail.close()
 
-    def _violation(self, op: str, exc: OutsideHome) -> OutsideHome:
-        audit.warning(
-            "confinement violation attempt",
-            extra={"event": "confinement", "user": self.user, "op": op, "reason": exc.message},
-        )
-        return exc
-
-    # -- files ---------------------------------------------------------------
-
-    def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
+    @contextmanager
+    def _op(self, op: str) -> Iterator[None]:
+        """Map OSError to domain errors and audit every attempt to leave the home."""
         try:
-            with self.jail.locate(path) as loc:
-                fd = os.open(
-                    loc.name, mode.os_flags(), permissions & PERMISSION_MASK, dir_fd=loc.dir_fd
-                )
-                vpath = loc.vpath
+            yield
         except OutsideHome as exc:
-            raise self._violation("open", exc) from None
+            audit.warning(
+                "confinement violation attempt",
+                extra={"event": "confinement", "user": self.user, "op": op, "reason": exc.message},
+            )
+            raise
         except OSError as exc:
-            raise _oserror(exc) from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectory()
-            raise PermissionDenied("permission denied: not a regular file")
-        return OpenFile(fd, vpath, mode)
+            raise from_oserror(exc) from None
 
-    # -- metadata ------------------------------------------------------------
+    # -- files -------------------------------------------------------------------
 
-    def stat(self, path: str, *, follow: bool = True) -> os.stat_result:
-        try:
-            with self.jail.locate(path, follow=follow) as loc:
-                return require_exists(loc)
-        except OutsideHome as exc:
-            raise self._violation("stat", exc) from None
-
-    def setstat(self, path: str, changes: AttrChanges, *, follow: bool = True) -> None:
-        try:
-            with self.jail.locate(path, follow=follow) as loc:
-                st = require_exists(loc)
-                changes.check_owner(st)
-                if changes.size is not None:
-                    self._truncate(loc, changes.size)
-                if changes.permissions is not None:
-                    if stat.S_ISLNK(st.st_mode):
-                        raise PermissionDenied("permission denied: cannot chmod a symlink")
-                    self._chmod(loc, changes.permissions & PERMISSION_MASK)
-                _set_times(loc.dir_fd, loc.name, changes)
-        except OutsideHome as exc:
-            raise self._violation("setstat", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+    async def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
+        with self._op("open"), self.jail.locate(path) as loc:
+            fd, created = self._open_at(loc, mode, permissions & PERMISSION_MASK)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise (
+                        IsADirectory()
+                        if stat.S_ISDIR(st.st_mode)
+                        else PermissionDenied("permission denied: not a regular file")
+                    )
+                if not mode.write:
+                    return OpenFile(fd, loc.vpath, mode)
+                if created:
+                    await self._count_new_file(loc, st)
+                elif not mode.truncate:
+                    await self.ledger.check_not_full()
+            except BaseException:
+                os.close(fd)
+                raise
+            inode = self.ledger.open_inode(st)
+            handle = OpenFile(fd, loc.vpath, mode, self.ledger, inode)
+            if mode.truncate and st.st_size:
+                try:
+                    await resize_fd(self.ledger, inode, fd, 0)
+                except BaseException:
+                    await handle.close()
+                    raise
+            return handle
 
     @staticmethod
-    def _truncate(loc: Location, size: int) -> None:
-        if size < 0:
-            raise InvalidArgument()
-        fd = os.open(loc.name, os.O_WRONLY | _OPEN_BASE, dir_fd=loc.dir_fd)
+    def _open_at(loc: Location, mode: OpenMode, permissions: int) -> tuple[int, bool]:
+        """Open, creating with O_EXCL first so we know whether the file is new."""
+        flags = mode.os_flags()
+        if mode.create:
+            try:
+                return os.open(loc.name, flags | os.O_CREAT | os.O_EXCL, permissions,
+                               dir_fd=loc.dir_fd), True  # fmt: skip
+            except FileExistsError:
+                if mode.exclusive:
+                    raise AlreadyExists() from None
+        return os.open(loc.name, flags, dir_fd=loc.dir_fd), False
+
+    async def _count_new_file(self, loc: Location, st: os.stat_result) -> None:
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            await self.ledger.file_created()
+        except SftpdError:
+            here = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
+            if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(loc.name, dir_fd=loc.dir_fd)
+            raise
+
+    # -- metadata ----------------------------------------------------------------
+
+    def stat(self, path: str, *, follow: bool = True) -> os.stat_result:
+        with self._op("stat"), self.jail.locate(path, follow=follow) as loc:
+            return require_exists(loc)
+
+    async def setstat(self, path: str, changes: AttrChanges, *, follow: bool = True) -> None:
+        with self._op("setstat"), self.jail.locate(path, follow=follow) as loc:
+            st = require_exists(loc)
+            changes.check_owner(st)
+            if changes.size is not None:
+                await self._truncate(loc, changes.size)
+            if changes.permissions is not None:
+                if stat.S_ISLNK(st.st_mode):
+                    raise PermissionDenied("permission denied: cannot chmod a symlink")
+                self._chmod(loc, changes.permissions & PERMISSION_MASK)
+            set_times(loc.dir_fd, loc.name, changes)
+
+    async def _truncate(self, loc: Location, size: int) -> None:
+        fd = os.open(loc.name, os.O_WRONLY | OPEN_BASE, dir_fd=loc.dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise PermissionDenied("permission denied: not a regular file")
-            os.ftruncate(fd, size)
+            inode = self.ledger.open_inode(st)
+            try:
+                await resize_fd(self.ledger, inode, fd, size)
+            finally:
+                await self.ledger.close_inode(inode, None)
         finally:
             os.close(fd)
 
@@ -242,24 +172,39 @@ class Session:
         finally:
             os.close(fd)
 
-    def statvfs(self) -> os.statvfs_result:
-        try:
-            return os.statvfs(self.jail.root_fd)
-        except OSError as exc:
-            raise _oserror(exc) from None
+    async def usage(self) -> UsageReport:
+        """The user's usage with this process's pending growth settled first."""
+        await self.ledger.settle()
+        u = await self.ledger.store.usage(self.user, self.ledger.default_quota)
+        if u is None:
+            return UsageReport(0, 0, 0, 0)
+        return UsageReport(u.used, u.files, u.quota, u.max_files)
 
-    # -- directories ---------------------------------------------------------
+    async def statvfs(self) -> os.statvfs_result:
+        """The filesystem as the user sees it: the quota is the size, usage is used."""
+        with self._op("statvfs"):
+            real = os.statvfs(self.jail.root_fd)
+        u = await self.usage()
+        if not u.quota:
+            return real
+        block = 1024
+        blocks = u.quota // block
+        free = min(
+            (u.quota - min(u.used, u.quota)) // block, real.f_bavail * real.f_frsize // block
+        )
+        files = u.max_files or real.f_files
+        ffree = max(0, u.max_files - u.files) if u.max_files else real.f_ffree
+        return os.statvfs_result(
+            (block, block, blocks, free, free, files, ffree, ffree, real.f_flag, real.f_namemax)
+        )
+
+    # -- directories -------------------------------------------------------------
 
     def listdir(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
         """Yield ``(name, lstat)`` for ``.``, ``..`` and every entry, lazily."""
-        try:
-            with self.jail.locate(path) as loc:
-                fd = os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | _OPEN_BASE, dir_fd=loc.dir_fd)
-                parent = os.stat(loc.dir_fd) if loc.name != "." else None
-        except OutsideHome as exc:
-            raise self._violation("listdir", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        with self._op("listdir"), self.jail.locate(path) as loc:
+            fd = os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | OPEN_BASE, dir_fd=loc.dir_fd)
+            parent = os.stat(loc.dir_fd) if loc.name != "." else None
         return self._entries(fd, parent)
 
     @staticmethod
@@ -278,102 +223,82 @@ class Session:
             os.close(fd)
 
     def mkdir(self, path: str, permissions: int = 0o755) -> None:
-        try:
-            with self.jail.locate(path, follow=False) as loc:
-                os.mkdir(loc.name, permissions & PERMISSION_MASK, dir_fd=loc.dir_fd)
-        except OutsideHome as exc:
-            raise self._violation("mkdir", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        with self._op("mkdir"), self.jail.locate(path, follow=False) as loc:
+            os.mkdir(loc.name, permissions & PERMISSION_MASK, dir_fd=loc.dir_fd)
 
     def rmdir(self, path: str) -> None:
-        try:
-            with self.jail.locate(path, follow=False) as loc:
-                if loc.name == ".":
-                    raise PermissionDenied("permission denied: cannot remove this directory")
-                os.rmdir(loc.name, dir_fd=loc.dir_fd)
-        except OutsideHome as exc:
-            raise self._violation("rmdir", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        with self._op("rmdir"), self.jail.locate(path, follow=False) as loc:
+            if loc.name == ".":
+                raise PermissionDenied("permission denied: cannot remove this directory")
+            os.rmdir(loc.name, dir_fd=loc.dir_fd)
 
-    # -- names ---------------------------------------------------------------
+    # -- names -------------------------------------------------------------------
 
-    def remove(self, path: str) -> None:
-        try:
-            with self.jail.locate(path, follow=False) as loc:
-                if loc.name == ".":
-                    raise IsADirectory()
-                os.unlink(loc.name, dir_fd=loc.dir_fd)
-        except OutsideHome as exc:
-            raise self._violation("remove", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+    async def remove(self, path: str) -> None:
+        with self._op("remove"), self.jail.locate(path, follow=False) as loc:
+            if loc.name == ".":
+                raise IsADirectory()
+            st = require_exists(loc)
+            os.unlink(loc.name, dir_fd=loc.dir_fd)
+            await self._forget(st)
 
-    def rename(self, old: str, new: str) -> None:
+    async def _forget(self, st: os.stat_result) -> None:
+        """A name is gone: if it was the file's last, the file no longer counts."""
+        if is_counted(st):
+            size = self.ledger.counted_size(st)
+            self.ledger.detach(st)
+            await self.ledger.file_removed(size)
+
+    async def rename(self, old: str, new: str) -> None:
         """Rename, replacing an existing target (what WinSCP, lftp and rclone rely on)."""
-        try:
-            with (
-                self.jail.locate(old, follow=False) as src,
-                self.jail.locate(new, follow=False) as dst,
+        with (
+            self._op("rename"),
+            self.jail.locate(old, follow=False) as src,
+            self.jail.locate(new, follow=False) as dst,
+        ):
+            if "." in (src.name, dst.name):
+                raise PermissionDenied("permission denied: cannot rename this directory")
+            src_st = require_exists(src)
+            try:
+                dst_st: os.stat_result | None = os.stat(
+                    dst.name, dir_fd=dst.dir_fd, follow_symlinks=False
+                )
+            except FileNotFoundError:
+                dst_st = None
+            os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
+            if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
+                src_st.st_dev,
+                src_st.st_ino,
             ):
-                if "." in (src.name, dst.name):
-                    raise PermissionDenied("permission denied: cannot rename this directory")
-                require_exists(src)
-                os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
-        except OutsideHome as exc:
-            raise self._violation("rename", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+                await self._forget(dst_st)
 
     def realpath(self, path: str) -> str:
-        try:
-            with self.jail.locate(path) as loc:
-                return loc.vpath
-        except OutsideHome as exc:
-            raise self._violation("realpath", exc) from None
+        with self._op("realpath"), self.jail.locate(path) as loc:
+            return loc.vpath
 
     def readlink(self, path: str) -> str:
-        try:
-            with self.jail.locate(path, follow=False) as loc:
-                require_exists(loc)
-                target = os.readlink(loc.name, dir_fd=loc.dir_fd)
-                if target.startswith("/") or lexical_parts(loc.parent_parts, target) is None:
-                    raise OutsideHome("permission denied: link points outside the home directory")
-                return target
-        except OutsideHome as exc:
-            raise self._violation("readlink", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        with self._op("readlink"), self.jail.locate(path, follow=False) as loc:
+            require_exists(loc)
+            target = os.readlink(loc.name, dir_fd=loc.dir_fd)
+            if target.startswith("/") or lexical_parts(loc.parent_parts, target) is None:
+                raise OutsideHome("permission denied: link points outside the home directory")
+            return target
 
     def symlink(self, target: str, linkpath: str) -> None:
-        try:
-            with self.jail.locate(linkpath, follow=False) as loc:
-                if loc.name == ".":
-                    raise PermissionDenied()
-                disk_target = link_target_for_disk(loc.parent_parts, target)
-                os.symlink(disk_target, loc.name, dir_fd=loc.dir_fd)
-        except OutsideHome as exc:
-            raise self._violation("symlink", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        with self._op("symlink"), self.jail.locate(linkpath, follow=False) as loc:
+            if loc.name == ".":
+                raise PermissionDenied()
+            disk_target = link_target_for_disk(loc.parent_parts, target)
+            os.symlink(disk_target, loc.name, dir_fd=loc.dir_fd)
 
     def link(self, old: str, new: str) -> None:
-        try:
-            with (
-                self.jail.locate(old, follow=False) as src,
-                self.jail.locate(new, follow=False) as dst,
-            ):
-                if "." in (src.name, dst.name):
-                    raise PermissionDenied()
-                os.link(
-                    src.name,
-                    dst.name,
-                    src_dir_fd=src.dir_fd,
-                    dst_dir_fd=dst.dir_fd,
-                    follow_symlinks=False,
-                )
-        except OutsideHome as exc:
-            raise self._violation("link", exc) from None
-        except OSError as exc:
-            raise _oserror(exc) from None
+        """A hard link: usage counts the inode once, so nothing changes."""
+        with (
+            self._op("link"),
+            self.jail.locate(old, follow=False) as src,
+            self.jail.locate(new, follow=False) as dst,
+        ):
+            if "." in (src.name, dst.name):
+                raise PermissionDenied()
+            os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
+                    follow_symlinks=False)  # fmt: skip

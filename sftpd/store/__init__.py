@@ -41,6 +41,23 @@ class UserRecord:
     keys: tuple[KeyRecord, ...] = field(default_factory=tuple)
     used_bytes: int = 0
     used_files: int = 0
+    max_files: int | None = None  # None or 0: no limit
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A user's ledger row: committed usage, outstanding reservations and limits."""
+
+    used: int
+    files: int
+    reserved: int
+    quota: int  # effective byte quota; 0 = unlimited
+    max_files: int  # 0 = no limit
+    activity: int  # bumped by every change; lets a scan detect concurrent writers
+
+    @property
+    def free(self) -> int | None:
+        return None if not self.quota else max(0, self.quota - self.used)
 
 
 class Store(Protocol):
@@ -65,6 +82,39 @@ class Store(Protocol):
     async def add_key(self, name: str, key: KeyRecord) -> None:
         """Add a key; StoreError if the user is unknown or already has it."""
 
+    async def set_max_files(self, name: str, max_files: int | None) -> bool: ...
+
+    # -- the quota ledger (see sftpd/core/quota.py for how it is used) ----------
+
+    async def usage(self, name: str, default_quota: int) -> Usage | None: ...
+
+    async def reserve(
+        self, name: str, holder: str, want: int, need: int, default_quota: int
+    ) -> int:
+        """Atomically claim between ``need`` and ``want`` bytes for ``holder``.
+
+        Grants as much as fits under the quota (``used + reserved + grant <= quota``),
+        but 0 when not even ``need`` fits. The check and the claim are one transaction,
+        so holders in other processes or on other nodes can never overshoot together.
+        """
+
+    async def apply(
+        self, name: str, holder: str, *, used: int = 0, files: int = 0, reserved: int = 0
+    ) -> None:
+        """Add deltas to committed usage and to ``holder``'s reservation, in one step."""
+
+    async def create_file(self, name: str, default_quota: int) -> str | None:
+        """Count one new file; refuse with "quota" or "files" when a limit is reached."""
+
+    async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
+        """Store a scan result, unless anything changed or was reserved since ``if_activity``."""
+
+    async def holders(self) -> list[str]:
+        """Every holder that has a reservation outstanding."""
+
+    async def drop_holder(self, holder: str) -> list[str]:
+        """Delete a dead holder's reservations; the users that had some."""
+
     async def delete_key(self, name: str, fingerprint: str) -> bool: ...
 
     async def close(self) -> None: ...
@@ -83,4 +133,4 @@ async def open_store(url: str) -> Store:
     return await SqliteStore.open(Path(path))
 
 
-__all__ = ["KeyRecord", "Store", "StoreError", "UserRecord", "open_store"]
+__all__ = ["KeyRecord", "Store", "StoreError", "Usage", "UserRecord", "open_store"]

@@ -25,3 +25,20 @@ SQLITE_STEPS: list[str] = [
     );
     """,
 ]
+
+SQLITE_STEPS.append(
+    # 2: quota ledger. reservations: bytes each live server process (holder) has claimed
+    # for a user's in-flight writes; activity: bumped by every usage change, so a disk
+    # scan can tell whether anything moved while it ran.
+    """
+    ALTER TABLE users ADD COLUMN max_files INTEGER;
+    ALTER TABLE users ADD COLUMN activity INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reservations (
+        user       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        holder     TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (user, holder)
+    );
+    """
+)

@@ -10,12 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sftpd.store import KeyRecord, StoreError, UserRecord
+from sftpd.store import KeyRecord, StoreError, Usage, UserRecord
 from sftpd.store.migrations import SQLITE_STEPS
 
 T = TypeVar("T")
 _SELECT_USERS = (
-    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files FROM users"
+    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files"
+    " FROM users"
+)
+_USAGE = (
+    "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
+    " (SELECT coalesce(sum(bytes), 0) FROM reservations WHERE user = users.name)"
+    " FROM users WHERE name=?"
 )
 
 
@@ -72,13 +78,15 @@ class SqliteStore:
             with _transaction(c):
                 try:
                     c.execute(
-                        "INSERT INTO users (name, password_hash, quota_bytes, disabled, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO users"
+                        " (name, password_hash, quota_bytes, disabled, max_files, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
                         (
                             user.name,
                             user.password_hash,
                             user.quota_bytes,
                             user.disabled,
+                            user.max_files,
                             time.time(),
                         ),
                     )
@@ -104,6 +112,93 @@ class SqliteStore:
         return await self._update(
             "UPDATE users SET quota_bytes=? WHERE name=?", (quota_bytes, name)
         )
+
+    async def set_max_files(self, name: str, max_files: int | None) -> bool:
+        return await self._update("UPDATE users SET max_files=? WHERE name=?", (max_files, name))
+
+    # -- quota ledger ----------------------------------------------------------
+
+    async def usage(self, name: str, default_quota: int) -> Usage | None:
+        return await self._run(lambda c: _usage(c, name, default_quota))
+
+    async def reserve(
+        self, name: str, holder: str, want: int, need: int, default_quota: int
+    ) -> int:
+        def q(c: sqlite3.Connection) -> int:
+            with _transaction(c):
+                u = _usage(c, name, default_quota)
+                if u is None:
+                    return 0
+                grant = want if not u.quota else min(want, u.quota - u.used - u.reserved)
+                if grant < need or grant <= 0:
+                    return 0
+                _add_reservation(c, name, holder, grant)
+                return grant
+
+        return await self._run(q)
+
+    async def apply(
+        self, name: str, holder: str, *, used: int = 0, files: int = 0, reserved: int = 0
+    ) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            with _transaction(c):
+                c.execute(
+                    "UPDATE users SET used_bytes=used_bytes+?, used_files=used_files+?,"
+                    " activity=activity+1 WHERE name=?",
+                    (used, files, name),
+                )
+                if reserved:
+                    _add_reservation(c, name, holder, reserved)
+
+        await self._run(q)
+
+    async def create_file(self, name: str, default_quota: int) -> str | None:
+        def q(c: sqlite3.Connection) -> str | None:
+            with _transaction(c):
+                u = _usage(c, name, default_quota)
+                if u is None:
+                    return "quota"
+                if u.max_files and u.files >= u.max_files:
+                    return "files"
+                if u.quota and u.used + u.reserved >= u.quota:
+                    return "quota"
+                c.execute(
+                    "UPDATE users SET used_files=used_files+1, activity=activity+1 WHERE name=?",
+                    (name,),
+                )
+                return None
+
+        return await self._run(q)
+
+    async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                cur = c.execute(
+                    "UPDATE users SET used_bytes=?, used_files=?, activity=activity+1"
+                    " WHERE name=? AND activity=?"
+                    " AND NOT EXISTS (SELECT 1 FROM reservations WHERE user=?)",
+                    (used, files, name, if_activity, name),
+                )
+                return cur.rowcount > 0
+
+        return await self._run(q)
+
+    async def holders(self) -> list[str]:
+        return await self._run(
+            lambda c: [r[0] for r in c.execute("SELECT DISTINCT holder FROM reservations")]
+        )
+
+    async def drop_holder(self, holder: str) -> list[str]:
+        def q(c: sqlite3.Connection) -> list[str]:
+            with _transaction(c):
+                users = [
+                    r[0]
+                    for r in c.execute("SELECT user FROM reservations WHERE holder=?", (holder,))
+                ]
+                c.execute("DELETE FROM reservations WHERE holder=?", (holder,))
+                return users
+
+        return await self._run(q)
 
     async def add_key(self, name: str, key: KeyRecord) -> None:
         def q(c: sqlite3.Connection) -> None:
@@ -162,6 +257,32 @@ def _insert_key(c: sqlite3.Connection, name: str, key: KeyRecord) -> None:
         raise StoreError(f"user {name} already has key {key.fingerprint}") from None
 
 
+def _usage(c: sqlite3.Connection, name: str, default_quota: int) -> Usage | None:
+    row = c.execute(_USAGE, (name,)).fetchone()
+    if row is None:
+        return None
+    used, files, quota, max_files, activity, reserved = row
+    return Usage(
+        used=used,
+        files=files,
+        reserved=reserved,
+        quota=default_quota if quota is None else quota,
+        max_files=max_files or 0,
+        activity=activity,
+    )
+
+
+def _add_reservation(c: sqlite3.Connection, name: str, holder: str, delta: int) -> None:
+    c.execute(
+        "INSERT INTO reservations (user, holder, bytes, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (user, holder) DO UPDATE SET bytes=bytes+excluded.bytes,"
+        " updated_at=excluded.updated_at",
+        (name, holder, delta, time.time()),
+    )
+    c.execute("DELETE FROM reservations WHERE user=? AND holder=? AND bytes<=0", (name, holder))
+    c.execute("UPDATE users SET activity=activity+1 WHERE name=?", (name,))
+
+
 def _keys(c: sqlite3.Connection, name: str) -> tuple[KeyRecord, ...]:
     rows = c.execute(
         "SELECT fingerprint, algorithm, public_key, comment FROM user_keys"
@@ -172,7 +293,7 @@ def _keys(c: sqlite3.Connection, name: str) -> tuple[KeyRecord, ...]:
 
 
 def _user(row: tuple[object, ...], keys: tuple[KeyRecord, ...]) -> UserRecord:
-    name, pw, quota, disabled, used, files = row
+    name, pw, quota, disabled, used, files, max_files = row
     return UserRecord(
         name=str(name),
         password_hash=pw if isinstance(pw, str) else None,
@@ -181,4 +302,5 @@ def _user(row: tuple[object, ...], keys: tuple[KeyRecord, ...]) -> UserRecord:
         keys=keys,
         used_bytes=int(used),  # type: ignore[call-overload]
         used_files=int(files),  # type: ignore[call-overload]
+        max_files=max_files if isinstance(max_files, int) else None,
     )

@@ -8,13 +8,17 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sftpd.core import errors
+from sftpd.core.files import AttrChanges, OpenMode
 from sftpd.core.jail import link_target_for_disk
-from sftpd.core.session import AttrChanges, OpenMode, Session
+from sftpd.core.quota import QuotaLedger
+from sftpd.core.session import Session
+from sftpd.store import UserRecord, open_store
 
 READ = OpenMode(read=True)
 WRITE = OpenMode(write=True, create=True, truncate=True)
@@ -33,10 +37,13 @@ def homes(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def session(homes: Path) -> Session:
-    s = Session("alice", str(homes / "alice"))
+async def session(homes: Path, tmp_path: Path) -> AsyncIterator[Session]:
+    store = await open_store(str(tmp_path / "sftpd.db"))
+    await store.add_user(UserRecord("alice", quota_bytes=0))
+    s = Session("alice", str(homes / "alice"), QuotaLedger("alice", store, "test", 0))
     yield s
     s.close()
+    await store.close()
 
 
 @pytest.fixture
@@ -44,20 +51,20 @@ def home(homes: Path) -> Path:
     return homes / "alice"
 
 
-def read_all(session: Session, path: str) -> bytes:
-    f = session.open(path, READ)
+async def read_all(session: Session, path: str) -> bytes:
+    f = await session.open(path, READ)
     try:
         return f.read(0, 1 << 20)
     finally:
-        f.close()
+        await f.close()
 
 
-def write(session: Session, path: str, data: bytes) -> None:
-    f = session.open(path, WRITE)
+async def write(session: Session, path: str, data: bytes) -> None:
+    f = await session.open(path, WRITE)
     try:
-        f.write(0, data)
+        await f.write(0, data)
     finally:
-        f.close()
+        await f.close()
 
 
 @pytest.mark.parametrize(
@@ -66,27 +73,29 @@ def write(session: Session, path: str, data: bytes) -> None:
      "//..//..//secret.txt", "/./../secret.txt", "../" * 50 + "secret.txt",
      "../alice2/theirs.txt", "/../alice2/theirs.txt"],
 )  # fmt: skip
-def test_dotdot_chains_stay_at_the_home(session: Session, home: Path, path: str) -> None:
+async def test_dotdot_chains_stay_at_the_home(session: Session, home: Path, path: str) -> None:
     (home / "a").mkdir()
     (home / "alice2").mkdir()
     with pytest.raises(errors.NotFound):
-        read_all(session, path)
+        await read_all(session, path)
     inside = session.realpath(path)
     assert inside in ("/secret.txt", "/alice2/theirs.txt")
     (home / inside.lstrip("/")).write_text("mine")
-    assert read_all(session, path) == b"mine"
+    assert await read_all(session, path) == b"mine"
 
 
-def test_absolute_and_double_slash_paths_are_home_relative(session: Session, home: Path) -> None:
+async def test_absolute_and_double_slash_paths_are_home_relative(
+    session: Session, home: Path
+) -> None:
     (home / "a").mkdir()
-    write(session, "//a//y.txt", b"hello")
+    await write(session, "//a//y.txt", b"hello")
     assert (home / "a" / "y.txt").read_bytes() == b"hello"
     assert session.realpath("//a/..//a/./y.txt") == "/a/y.txt"
     assert session.realpath("..") == "/"
     assert session.realpath("") == "/"
 
 
-def test_realpath_never_names_a_server_path(session: Session, home: Path) -> None:
+async def test_realpath_never_names_a_server_path(session: Session, home: Path) -> None:
     (home / "d").mkdir()
     os.symlink("d", home / "link")
     assert session.realpath("link") == "/d"
@@ -95,29 +104,29 @@ def test_realpath_never_names_a_server_path(session: Session, home: Path) -> Non
 
 
 @pytest.mark.parametrize("name", ["a\0b", "x/\0", "\0"])
-def test_nul_bytes_are_invalid_names(session: Session, name: str) -> None:
+async def test_nul_bytes_are_invalid_names(session: Session, name: str) -> None:
     with pytest.raises(errors.InvalidName):
         session.stat(name)
     with pytest.raises(errors.InvalidName):
-        write(session, name, b"x")
+        await write(session, name, b"x")
 
 
-def test_over_long_names_and_paths_are_refused(session: Session) -> None:
+async def test_over_long_names_and_paths_are_refused(session: Session) -> None:
     with pytest.raises(errors.InvalidName):
-        write(session, "n" * 256, b"x")
+        await write(session, "n" * 256, b"x")
     with pytest.raises(errors.InvalidName):
         session.stat("/".join(["d"] * 3000))
-    write(session, "n" * 255, b"ok")  # the longest legal name works
+    await write(session, "n" * 255, b"ok")  # the longest legal name works
 
 
-def test_existing_absolute_symlink_to_outside_is_refused(
+async def test_existing_absolute_symlink_to_outside_is_refused(
     session: Session, home: Path, tmp_path: Path
 ) -> None:
     os.symlink(tmp_path / "secret.txt", home / "evil")
     os.symlink(tmp_path / "secretdir", home / "evildir")
     for path in ("evil", "evildir/inner.txt"):
         with pytest.raises(errors.OutsideHome):
-            read_all(session, path)
+            await read_all(session, path)
     with pytest.raises(errors.OutsideHome):
         session.listdir("evildir")
     with pytest.raises(errors.OutsideHome):
@@ -125,178 +134,193 @@ def test_existing_absolute_symlink_to_outside_is_refused(
     with pytest.raises(errors.OutsideHome):
         session.readlink("evil")
     with pytest.raises(errors.OutsideHome):
-        write(session, "evildir/new.txt", b"x")
+        await write(session, "evildir/new.txt", b"x")
     assert not (tmp_path / "secretdir" / "new.txt").exists()
     # lstat of the link itself is fine and shows a link, not the target
     assert stat.S_ISLNK(session.stat("evil", follow=False).st_mode)
 
 
-def test_existing_relative_symlink_climbing_out_is_refused(
+async def test_existing_relative_symlink_climbing_out_is_refused(
     session: Session, home: Path, tmp_path: Path
 ) -> None:
     (home / "sub").mkdir()
     os.symlink("../../../secret.txt", home / "sub" / "up")
     os.symlink("../alice2", home / "sibling")
     with pytest.raises(errors.OutsideHome):
-        read_all(session, "sub/up")
+        await read_all(session, "sub/up")
     with pytest.raises(errors.OutsideHome):
-        read_all(session, "sibling/theirs.txt")
+        await read_all(session, "sibling/theirs.txt")
     with pytest.raises(errors.OutsideHome):
         session.readlink("sub/up")
     with pytest.raises(errors.OutsideHome):
         session.realpath("sibling")
 
 
-def test_symlinks_inside_the_home_work(session: Session, home: Path) -> None:
+async def test_symlinks_inside_the_home_work(session: Session, home: Path) -> None:
     (home / "a" / "b").mkdir(parents=True)
     (home / "a" / "b" / "f.txt").write_text("inside")
     os.symlink("a/b", home / "ab")
     os.symlink("../b/f.txt", home / "a" / "rel")  # a/../b/f.txt -> /b/f.txt missing
     os.symlink("b/f.txt", home / "a" / "ok")
-    assert read_all(session, "ab/f.txt") == b"inside"
-    assert read_all(session, "a/ok") == b"inside"
+    assert await read_all(session, "ab/f.txt") == b"inside"
+    assert await read_all(session, "a/ok") == b"inside"
     assert session.readlink("a/ok") == "b/f.txt"
     with pytest.raises(errors.NotFound):
-        read_all(session, "a/rel")
+        await read_all(session, "a/rel")
 
 
-def test_symlink_loops_end_with_a_loop_error(session: Session, home: Path) -> None:
+async def test_symlink_loops_end_with_a_loop_error(session: Session, home: Path) -> None:
     os.symlink("loop2", home / "loop1")
     os.symlink("loop1", home / "loop2")
     with pytest.raises(errors.LinkLoop):
-        read_all(session, "loop1")
+        await read_all(session, "loop1")
     with pytest.raises(errors.LinkLoop):
         session.stat("loop1/x")
 
 
-def test_new_symlink_with_absolute_target_is_stored_relative(session: Session, home: Path) -> None:
+async def test_new_symlink_with_absolute_target_is_stored_relative(
+    session: Session, home: Path
+) -> None:
     (home / "d").mkdir()
-    write(session, "target.txt", b"t")
+    await write(session, "target.txt", b"t")
     session.symlink("/target.txt", "d/link")
     assert os.readlink(home / "d" / "link") == "../target.txt"
-    assert read_all(session, "d/link") == b"t"
+    assert await read_all(session, "d/link") == b"t"
     # followed by any process on the server, it stays inside the home
     assert (home / "d" / "link").resolve() == (home / "target.txt").resolve()
 
 
 @pytest.mark.parametrize("target", ["../secret.txt", "d/../../secret.txt", "../../../etc/passwd"])
-def test_new_symlink_climbing_out_is_refused(session: Session, home: Path, target: str) -> None:
+async def test_new_symlink_climbing_out_is_refused(
+    session: Session, home: Path, target: str
+) -> None:
     with pytest.raises(errors.OutsideHome):
         session.symlink(target, "link")
     assert not os.path.lexists(home / "link")
 
 
-def test_absolute_symlink_target_to_etc_stays_in_the_home(session: Session, home: Path) -> None:
+async def test_absolute_symlink_target_to_etc_stays_in_the_home(
+    session: Session, home: Path
+) -> None:
     session.symlink("/etc/passwd", "pw")
     assert os.readlink(home / "pw") == "etc/passwd"
     with pytest.raises(errors.NotFound):
-        read_all(session, "pw")
+        await read_all(session, "pw")
 
 
-def test_link_target_for_disk_is_relative_to_the_link() -> None:
+async def test_link_target_for_disk_is_relative_to_the_link() -> None:
     assert link_target_for_disk(("a", "b"), "/a/c/f") == "../c/f"
     assert link_target_for_disk((), "/f") == "f"
     assert link_target_for_disk(("a",), "/") == ".."
     assert link_target_for_disk(("a",), "x/y") == "x/y"
 
 
-def test_hard_links_cannot_reach_outside(session: Session, home: Path, tmp_path: Path) -> None:
+async def test_hard_links_cannot_reach_outside(
+    session: Session, home: Path, tmp_path: Path
+) -> None:
     with pytest.raises(errors.NotFound):
         session.link("../secret.txt", "copy")  # clamps to /secret.txt, which does not exist
     os.symlink(tmp_path / "secret.txt", home / "evil")
     session.link("evil", "evil2")  # links the symlink itself, never its target
     assert os.path.islink(home / "evil2")
     with pytest.raises(errors.OutsideHome):
-        read_all(session, "evil2")
-    write(session, "mine.txt", b"mine")
+        await read_all(session, "evil2")
+    await write(session, "mine.txt", b"mine")
     session.link("mine.txt", "/../../hard.txt")
     assert (home / "hard.txt").read_bytes() == b"mine"
     assert not (tmp_path / "hard.txt").exists()
 
 
-def test_rename_to_outside_lands_inside(session: Session, home: Path, tmp_path: Path) -> None:
-    write(session, "f.txt", b"data")
-    session.rename("f.txt", "../../../moved.txt")
+async def test_rename_to_outside_lands_inside(session: Session, home: Path, tmp_path: Path) -> None:
+    await write(session, "f.txt", b"data")
+    await session.rename("f.txt", "../../../moved.txt")
     assert (home / "moved.txt").read_bytes() == b"data"
     assert not (tmp_path / "moved.txt").exists()
     os.symlink(tmp_path / "secretdir", home / "evildir")
     with pytest.raises(errors.OutsideHome):
-        session.rename("moved.txt", "evildir/moved.txt")
+        await session.rename("moved.txt", "evildir/moved.txt")
     assert (home / "moved.txt").exists()
 
 
-def test_rename_replaces_an_existing_file(session: Session, home: Path) -> None:
-    write(session, "a.filepart", b"new")
-    write(session, "a", b"old")
-    session.rename("a.filepart", "a")
+async def test_rename_replaces_an_existing_file(session: Session, home: Path) -> None:
+    await write(session, "a.filepart", b"new")
+    await write(session, "a", b"old")
+    await session.rename("a.filepart", "a")
     assert (home / "a").read_bytes() == b"new"
     assert not (home / "a.filepart").exists()
 
 
-def test_the_home_itself_cannot_be_removed_or_renamed(session: Session, home: Path) -> None:
-    for op in (lambda: session.rmdir("/"), lambda: session.rename("/", "x"),
-               lambda: session.remove("/"), lambda: session.rmdir("..")):  # fmt: skip
+async def test_the_home_itself_cannot_be_removed_or_renamed(session: Session, home: Path) -> None:
+    for path in ("/", ".."):
         with pytest.raises(errors.SftpdError):
-            op()
+            session.rmdir(path)
+        with pytest.raises(errors.SftpdError):
+            await session.rename(path, "x")
+        with pytest.raises(errors.SftpdError):
+            await session.remove(path)
     assert home.is_dir()
 
 
-def test_chmod_cannot_set_setuid_setgid_or_sticky(session: Session, home: Path) -> None:
-    write(session, "f", b"x")
-    session.setstat("f", AttrChanges(permissions=0o7777))
+async def test_chmod_cannot_set_setuid_setgid_or_sticky(session: Session, home: Path) -> None:
+    await write(session, "f", b"x")
+    await session.setstat("f", AttrChanges(permissions=0o7777))
     assert stat.S_IMODE((home / "f").stat().st_mode) == 0o777
-    f = session.open("f", OpenMode(write=True))
-    f.setstat(AttrChanges(permissions=0o4755))
-    f.close()
+    f = await session.open("f", OpenMode(write=True))
+    await f.setstat(AttrChanges(permissions=0o4755))
+    await f.close()
     assert stat.S_IMODE((home / "f").stat().st_mode) == 0o755
     (home / "d").mkdir()
-    session.setstat("d", AttrChanges(permissions=0o3777))
+    await session.setstat("d", AttrChanges(permissions=0o3777))
     assert stat.S_IMODE((home / "d").stat().st_mode) == 0o777
 
 
-def test_chmod_through_a_symlink_to_outside_is_refused(
+async def test_chmod_through_a_symlink_to_outside_is_refused(
     session: Session, home: Path, tmp_path: Path
 ) -> None:
     os.symlink(tmp_path / "secret.txt", home / "evil")
     before = (tmp_path / "secret.txt").stat().st_mode
     with pytest.raises(errors.OutsideHome):
-        session.setstat("evil", AttrChanges(permissions=0o777))
+        await session.setstat("evil", AttrChanges(permissions=0o777))
     with pytest.raises(errors.PermissionDenied):
-        session.setstat("evil", AttrChanges(permissions=0o777), follow=False)
+        await session.setstat("evil", AttrChanges(permissions=0o777), follow=False)
     assert (tmp_path / "secret.txt").stat().st_mode == before
 
 
-def test_chown_is_refused_but_restating_the_owner_is_not(session: Session, home: Path) -> None:
-    write(session, "f", b"x")
+async def test_chown_is_refused_but_restating_the_owner_is_not(
+    session: Session, home: Path
+) -> None:
+    await write(session, "f", b"x")
     st = (home / "f").stat()
-    session.setstat("f", AttrChanges(uid=st.st_uid, gid=st.st_gid))
+    await session.setstat("f", AttrChanges(uid=st.st_uid, gid=st.st_gid))
     with pytest.raises(errors.PermissionDenied):
-        session.setstat("f", AttrChanges(uid=st.st_uid + 1))
+        await session.setstat("f", AttrChanges(uid=st.st_uid + 1))
 
 
-def test_opening_a_fifo_does_not_block_and_is_refused(session: Session, home: Path) -> None:
+async def test_opening_a_fifo_does_not_block_and_is_refused(session: Session, home: Path) -> None:
     os.mkfifo(home / "fifo")
     with pytest.raises(errors.PermissionDenied):
-        session.open("fifo", READ)
+        await session.open("fifo", READ)
 
 
-def test_listing_shows_names_not_targets(session: Session, home: Path, tmp_path: Path) -> None:
-    write(session, "f", b"x")
+async def test_listing_shows_names_not_targets(
+    session: Session, home: Path, tmp_path: Path
+) -> None:
+    await write(session, "f", b"x")
     os.symlink(tmp_path / "secretdir", home / "evildir")
     names = {name for name, _ in session.listdir("/")}
     assert names == {".", "..", "f", "evildir"}
 
 
-def test_open_honours_offsets_and_never_appends(session: Session, home: Path) -> None:
-    write(session, "f", b"0123456789")
-    f = session.open("f", OpenMode(write=True))  # a resume: no TRUNC
-    f.write(8, b"XY")
-    f.write(2, b"ab")
-    f.close()
+async def test_open_honours_offsets_and_never_appends(session: Session, home: Path) -> None:
+    await write(session, "f", b"0123456789")
+    f = await session.open("f", OpenMode(write=True))  # a resume: no TRUNC
+    await f.write(8, b"XY")
+    await f.write(2, b"ab")
+    await f.close()
     assert (home / "f").read_bytes() == b"01ab4567XY"
 
 
-def test_race_swapping_a_directory_for_a_symlink_never_leaks(
+async def test_race_swapping_a_directory_for_a_symlink_never_leaks(
     session: Session, home: Path, tmp_path: Path
 ) -> None:
     """A thread flips ``d`` between a real directory and a symlink to outside while
@@ -322,7 +346,7 @@ def test_race_swapping_a_directory_for_a_symlink_never_leaks(
         while time.monotonic() < stop:
             ops += 1
             try:
-                if b"SECRET" in read_all(session, "d/f.txt"):
+                if b"SECRET" in await read_all(session, "d/f.txt"):
                     leaks.append("read")
             except errors.SftpdError:
                 pass
@@ -333,7 +357,7 @@ def test_race_swapping_a_directory_for_a_symlink_never_leaks(
             except errors.SftpdError:
                 pass
             with contextlib.suppress(errors.SftpdError):
-                write(session, "d/planted.txt", b"x")
+                await write(session, "d/planted.txt", b"x")
             try:
                 session.stat("d/inner.txt")
                 leaks.append("stat")

@@ -1,0 +1,163 @@
+"""Open files and attribute changes, protocol-neutral."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sftpd.core.errors import PermissionDenied, from_oserror
+from sftpd.core.quota import Inode, QuotaLedger
+
+#: Permission bits a client may set: never setuid, setgid or sticky.
+PERMISSION_MASK = 0o777
+OPEN_BASE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+@dataclass(frozen=True)
+class OpenMode:
+    """What a client asked for when opening a file."""
+
+    read: bool = False
+    write: bool = False
+    create: bool = False
+    truncate: bool = False
+    exclusive: bool = False
+
+    def os_flags(self) -> int:
+        """Access flags only: creation and truncation are done step by step by the session."""
+        if self.read and self.write:
+            return os.O_RDWR | OPEN_BASE
+        if self.write:
+            return os.O_WRONLY | OPEN_BASE
+        return os.O_RDONLY | OPEN_BASE
+
+
+@dataclass(frozen=True)
+class AttrChanges:
+    """Attribute changes from setstat; None means leave as is."""
+
+    size: int | None = None
+    permissions: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    def check_owner(self, st: os.stat_result) -> None:
+        """chown is refused; restating the current owner (some clients do) is fine."""
+        if self.uid not in (None, st.st_uid) or self.gid not in (None, st.st_gid):
+            raise PermissionDenied("permission denied: changing owner is not allowed")
+
+
+def set_times(fd: int, name: str | None, changes: AttrChanges) -> None:
+    if changes.atime_ns is None and changes.mtime_ns is None:
+        return
+    current = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
+    times = (
+        changes.atime_ns if changes.atime_ns is not None else current.st_atime_ns,
+        changes.mtime_ns if changes.mtime_ns is not None else current.st_mtime_ns,
+    )
+    if name is None:
+        os.utime(fd, ns=times)
+    else:
+        os.utime(name, ns=times, dir_fd=fd, follow_symlinks=False)
+
+
+async def resize_fd(ledger: QuotaLedger, inode: Inode, fd: int, size: int) -> None:
+    """Truncate or extend an open file, reserving before it grows."""
+    if size < 0:
+        raise PermissionDenied("invalid size")
+    if size > inode.counted:
+        await ledger.resize(inode, size)
+        os.ftruncate(fd, size)
+    else:
+        os.ftruncate(fd, size)
+        await ledger.resize(inode, size)
+
+
+class OpenFile:
+    """An open regular file. Writes honour the client's offsets, never O_APPEND.
+
+    A file open for writing holds an :class:`Inode` record in the user's ledger:
+    every write that extends the file reserves the growth before it hits the disk.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        vpath: str,
+        mode: OpenMode,
+        ledger: QuotaLedger | None = None,
+        inode: Inode | None = None,
+    ) -> None:
+        self.fd = fd
+        self.vpath = vpath
+        self.mode = mode
+        self.closed = False
+        self._ledger = ledger
+        self._inode = inode
+
+    def read(self, offset: int, size: int) -> bytes:
+        if not self.mode.read:
+            raise PermissionDenied("permission denied: file not open for reading")
+        try:
+            return os.pread(self.fd, size, offset)
+        except OSError as exc:
+            raise from_oserror(exc) from None
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if not self.mode.write or self._ledger is None or self._inode is None:
+            raise PermissionDenied("permission denied: file not open for writing")
+        end = offset + len(data)
+        if end > self._inode.counted:
+            await self._ledger.resize(self._inode, end)
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:], offset + done)
+        except OSError as exc:
+            await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
+            raise from_oserror(exc) from None
+        return done
+
+    def stat(self) -> os.stat_result:
+        try:
+            return os.fstat(self.fd)
+        except OSError as exc:
+            raise from_oserror(exc) from None
+
+    def seek(self, offset: int, whence: int) -> int:
+        """lseek, for SEEK_DATA/SEEK_HOLE range queries; raises OSError as lseek does."""
+        return os.lseek(self.fd, offset, whence)
+
+    async def setstat(self, changes: AttrChanges) -> None:
+        changes.check_owner(self.stat())
+        try:
+            if changes.size is not None:
+                if self._ledger is None or self._inode is None:
+                    raise PermissionDenied("permission denied: file not open for writing")
+                await resize_fd(self._ledger, self._inode, self.fd, changes.size)
+            if changes.permissions is not None:
+                os.fchmod(self.fd, changes.permissions & PERMISSION_MASK)
+            set_times(self.fd, None, changes)
+        except OSError as exc:
+            raise from_oserror(exc) from None
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise from_oserror(exc) from None
+
+    async def close(self) -> None:
+        """Close and settle: the ledger learns the file's true final size."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            size = os.fstat(self.fd).st_size
+        finally:
+            os.close(self.fd)
+        if self._ledger is not None and self._inode is not None:
+            await self._ledger.close_inode(self._inode, size)

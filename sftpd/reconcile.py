@@ -1,0 +1,85 @@
+"""Rebuild usage from the disk: after a crash (at start) and on demand (``sftpd quota scan``).
+
+A scan runs in a worker thread, so a home of 100,000 files does not stall other
+sessions. Its result is stored only if nothing changed the user's usage while it
+ran and no upload holds a reservation (``Store.set_usage``), so a scan can never
+count in-flight bytes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from sftpd.config import Settings
+from sftpd.core.quota import scan_home
+from sftpd.store import Store
+
+log = logging.getLogger("sftpd.reconcile")
+
+
+def new_holder_id() -> str:
+    """Identifies this process's reservations: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True for a holder of this host whose process is gone (others are left alone)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    user: str
+    used: int
+    files: int
+    stored: bool  # False: the user was busy; the result was not stored
+
+
+async def scan_user(store: Store, settings: Settings, user: str, tries: int = 3) -> ScanResult:
+    """Scan one home and store the result if the user was idle meanwhile."""
+    home = settings.homes_dir / user
+    used = files = 0
+    for attempt in range(tries):
+        before = await store.usage(user, settings.default_quota)
+        if before is None:
+            raise LookupError(f"no such user: {user}")
+        used, files = await asyncio.to_thread(scan_home, str(home)) if home.is_dir() else (0, 0)
+        if await store.set_usage(user, used, files, before.activity):
+            if (before.used, before.files) != (used, files):
+                log.info(
+                    "usage reconciled",
+                    extra={"user": user, "was": before.used, "now": used, "files": files},
+                )
+            return ScanResult(user, used, files, True)
+        await asyncio.sleep(0.2 * (attempt + 1))
+    return ScanResult(user, used, files, False)
+
+
+async def reconcile_dead_holders(store: Store, settings: Settings) -> list[ScanResult]:
+    """Drop reservations of crashed processes of this host and rescan their users."""
+    users: set[str] = set()
+    for holder in await store.holders():
+        if holder_is_dead(holder):
+            users.update(await store.drop_holder(holder))
+    results = []
+    for user in sorted(users):
+        results.append(await scan_user(store, settings, user))
+    return results
