@@ -16,9 +16,12 @@ import typer
 
 from sftpd.auth import USERNAME_RE, ensure_home
 from sftpd.config import ConfigError, Settings, load_settings
+from sftpd.core.session import UsageReport
+from sftpd.exec.sp import sp_line
 from sftpd.hostkeys import HostKeyError, load_or_create
 from sftpd.logs import setup_logging
 from sftpd.passwords import hash_password, random_password
+from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
 from sftpd.store import KeyRecord, Store, StoreError, UserRecord
 from sftpd.units import format_size, parse_size
@@ -36,7 +39,9 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage users (works while the server runs).", no_args_is_help=True)
 key_app = typer.Typer(help="Manage a user's public keys.", no_args_is_help=True)
+quota_app = typer.Typer(help="Usage and quotas.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(quota_app, name="quota")
 user_app.add_typer(key_app, name="key")
 
 ConfigOpt = Annotated[
@@ -138,9 +143,17 @@ def ask_password(stdin: bool) -> str:
 
 
 def quota_text(user: UserRecord, default: int) -> str:
+    """``1.2 GiB of 5.0 GiB (24%), 1,234 files``: usage against quota, like ``sp``."""
     quota = default if user.quota_bytes is None else user.quota_bytes
-    limit = "unlimited" if quota == 0 else format_size(quota)
-    return f"{format_size(user.used_bytes)} of {limit}"
+    report = UsageReport(user.used_bytes, user.used_files, quota, user.max_files or 0)
+    return sp_line(report).removeprefix("used ")
+
+
+def parse_quota(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @app.callback()
@@ -233,16 +246,12 @@ def user_add(
     password: Annotated[bool, typer.Option("--password", help="Prompt for a password.")] = False,
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
     quota: Annotated[str | None, typer.Option(help="e.g. 5GiB, 500MB, unlimited.")] = None,
+    max_files: Annotated[int | None, typer.Option(help="File-count limit (0: none).")] = None,
 ) -> None:
     """Add a user. With no key and no password option, a random password is printed."""
     check_name(name)
     keys = [k for path in key or [] for k in read_keys(path)]
-    quota_bytes = None
-    if quota is not None:
-        try:
-            quota_bytes = parse_size(quota)
-        except ValueError as exc:
-            fail(str(exc))
+    quota_bytes = None if quota is None else parse_quota(quota)
     generated = None
     if password or password_stdin:
         pw_hash: str | None = hash_password(ask_password(password_stdin))
@@ -253,7 +262,9 @@ def user_add(
         pw_hash = None
 
     async def add(store: Store, conf: Settings) -> None:
-        await store.add_user(UserRecord(name, pw_hash, quota_bytes, keys=tuple(keys)))
+        await store.add_user(
+            UserRecord(name, pw_hash, quota_bytes, keys=tuple(keys), max_files=max_files)
+        )
         ensure_home(conf.homes_dir, name)
 
     with_store(add)
@@ -273,7 +284,7 @@ def user_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None
         return
     for u in users:
         status = "disabled" if u.disabled else "enabled"
-        typer.echo(f"{u.name:<20} {status:<9} {quota_text(u, default):<28} keys={len(u.keys)}")
+        typer.echo(f"{u.name:<20} {status:<9} keys={len(u.keys):<3} {quota_text(u, default)}")
 
 
 def user_json(u: UserRecord, default: int) -> dict[str, Any]:
@@ -285,6 +296,7 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
         "quota": quota or None,
         "used": u.used_bytes,
         "files": u.used_files,
+        "max_files": u.max_files or None,
         "keys": [{"fingerprint": k.fingerprint, "algorithm": k.algorithm} for k in u.keys],
     }
 
@@ -302,7 +314,7 @@ def user_show(name: str) -> None:
     typer.echo(f"user:     {user.name}")
     typer.echo(f"status:   {'disabled' if user.disabled else 'enabled'}")
     typer.echo(f"password: {'set' if user.password_hash else 'none'}")
-    typer.echo(f"usage:    {quota_text(user, default)}, {user.used_files} files")
+    typer.echo(f"usage:    {quota_text(user, default)}")
     for k in user.keys:
         typer.echo(f"key:      {k.algorithm} {k.fingerprint} {k.comment}".rstrip())
 
@@ -350,6 +362,49 @@ def user_del(
         if home.is_dir() and not home.is_symlink():
             shutil.rmtree(home)
     typer.echo(f"deleted user {name}" + (" and their files" if purge else ""))
+
+
+@user_app.command("quota")
+def user_quota(
+    name: str,
+    size: Annotated[str, typer.Argument(help="e.g. 5GiB, 500MB, unlimited, or 'default'.")],
+    max_files: Annotated[int | None, typer.Option(help="File-count limit (0: none).")] = None,
+) -> None:
+    """Set a user's byte quota (and optionally file-count limit); applies at once."""
+    quota_bytes = None if size == "default" else parse_quota(size)
+
+    async def q(store: Store, _conf: Settings) -> bool:
+        found = await store.set_quota(name, quota_bytes)
+        if found and max_files is not None:
+            await store.set_max_files(name, max_files or None)
+        return found
+
+    _must(with_store(q), name)
+    typer.echo(f"quota of {name} set to {size}")
+
+
+@quota_app.command("scan")
+def quota_scan(
+    name: Annotated[str | None, typer.Argument(help="One user; all users if omitted.")] = None,
+) -> None:
+    """Recompute usage from the disk (also done at start after a crash)."""
+
+    async def q(store: Store, conf: Settings) -> list[ScanResult]:
+        names = [name] if name else [u.name for u in await store.list_users()]
+        try:
+            return [await scan_user(store, conf, n) for n in names]
+        except LookupError as exc:
+            fail(str(exc))
+
+    busy = False
+    for r in with_store(q):
+        if r.stored:
+            typer.echo(f"{r.user}: {format_size(r.used)} in {r.files:,} files")
+        else:
+            busy = True
+            typer.echo(f"{r.user}: busy (uploads in progress), usage left as it was", err=True)
+    if busy:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @key_app.command("add")

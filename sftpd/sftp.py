@@ -19,11 +19,12 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh.constants import FXP_NAME, FXP_WRITE
-from asyncssh.packet import SSHPacket
+from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_NAME, FXP_WRITE
+from asyncssh.packet import SSHPacket, String
 from asyncssh.sftp import (
     SFTPHandler,
     SFTPLimits,
@@ -31,6 +32,7 @@ from asyncssh.sftp import (
 )
 
 from sftpd.core import errors
+from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range
 from sftpd.core.files import AttrChanges, OpenFile, OpenMode
 from sftpd.core.session import Session
 from sftpd.logs import audit
@@ -44,6 +46,7 @@ MAX_PACKET_LEN = 256 * 1024
 MAX_READ_LEN = MAX_PACKET_LEN - 1024
 MAX_WRITE_LEN = MAX_PACKET_LEN - 1024
 MAX_OPEN_HANDLES = 1024
+CHECK_FILE_ALGS = b"md5,sha1,sha256,sha512"
 
 STATUS_FOR: dict[type[errors.SftpdError], Callable[[str], asyncssh.SFTPError]] = {
     errors.NotFound: asyncssh.SFTPNoSuchFile,
@@ -110,6 +113,17 @@ def _open_mode(pflags: int) -> OpenMode:
         truncate=bool(pflags & asyncssh.FXF_TRUNC),
         exclusive=bool(pflags & asyncssh.FXF_EXCL),
     )
+
+
+@dataclass(frozen=True)
+class CheckFileReply:
+    """The check-file reply body: extension name, algorithm used, raw digests."""
+
+    algorithm: str
+    digests: bytes
+
+    def encode(self, version: int) -> bytes:
+        return String(b"check-file") + String(self.algorithm.encode()) + self.digests
 
 
 class SftpdServer(asyncssh.SFTPServer):
@@ -282,11 +296,17 @@ class SftpdHandler(SFTPServerHandler):
         *SFTPServerHandler._extensions,
         (b"expand-path@openssh.com", b"1"),
         (b"home-directory", b"1"),
+        (b"check-file", CHECK_FILE_ALGS),
+        (b"check-file-name", CHECK_FILE_ALGS),
+        (b"check-file-handle", CHECK_FILE_ALGS),
     ]
     _return_types: dict[object, int] = {  # noqa: RUF012
         **SFTPHandler._return_types,
         b"expand-path@openssh.com": FXP_NAME,
         b"home-directory": FXP_NAME,
+        b"check-file": FXP_EXTENDED_REPLY,
+        b"check-file-name": FXP_EXTENDED_REPLY,
+        b"check-file-handle": FXP_EXTENDED_REPLY,
     }
 
     def __init__(
@@ -343,12 +363,53 @@ class SftpdHandler(SFTPServerHandler):
         packet.check_end()
         return [asyncssh.SFTPName(self._sftpd.home_directory(username))], False
 
+    async def _check_file(self, packet: SSHPacket, by_name: bool) -> CheckFileReply:
+        """check-file (draft-ietf-secsh-filexfer-extensions-00 section 3): hash a range.
+
+        paramiko's ``SFTPFile.check()`` sends it as plain "check-file" with a handle.
+        """
+        target = packet.get_string()
+        wanted = packet.get_string().decode("ascii", "replace").split(",")
+        offset = packet.get_uint64()
+        length = packet.get_uint64()
+        block = packet.get_uint32()
+        packet.check_end()
+        algorithm = next((a for a in wanted if a in ALGORITHMS), None)
+        if algorithm is None:
+            raise asyncssh.SFTPOpUnsupported("no supported hash algorithm")
+        if block and block < MIN_BLOCK:
+            raise asyncssh.SFTPInvalidParameter(f"block size must be 0 or >= {MIN_BLOCK}")
+        if by_name:
+            f = await _acall(self._sftpd.session.open, _path(target), OpenMode(read=True))
+        else:
+            handle_obj = self._file_handles.get(target)
+            if not isinstance(handle_obj, OpenFile):
+                raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+            if not handle_obj.mode.read:
+                raise asyncssh.SFTPPermissionDenied("file not open for reading")
+            f = handle_obj
+        try:
+            digests = await asyncio.to_thread(hash_range, f.fd, algorithm, offset, length, block)
+        finally:
+            if by_name:
+                await f.close()
+        return CheckFileReply(algorithm, digests)
+
+    async def _process_check_file_name(self, packet: SSHPacket) -> CheckFileReply:
+        return await self._check_file(packet, by_name=True)
+
+    async def _process_check_file_handle(self, packet: SSHPacket) -> CheckFileReply:
+        return await self._check_file(packet, by_name=False)
+
     _packet_handlers: dict[int | bytes, Any] = {  # noqa: RUF012
         **SFTPServerHandler._packet_handlers,
         FXP_WRITE: _process_write_lenient,
         b"limits@openssh.com": _process_limits,
         b"expand-path@openssh.com": _process_expand_path,
         b"home-directory": _process_home_directory,
+        b"check-file": _process_check_file_handle,
+        b"check-file-name": _process_check_file_name,
+        b"check-file-handle": _process_check_file_handle,
     }
 
 

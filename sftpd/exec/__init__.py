@@ -23,11 +23,14 @@ class ExecContext:
     stdout: asyncssh.SSHWriter[bytes]
     stderr: asyncssh.SSHWriter[bytes]
 
+    def out(self, text: str) -> None:
+        self.stdout.write(text.encode("utf-8", "surrogateescape"))
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text.encode("utf-8", "surrogateescape"))
+
 
 Handler = Callable[[ExecContext, list[str]], Awaitable[int]]
-
-#: Command name -> handler. Later features register here (``sp``, checksums).
-COMMANDS: dict[str, Handler] = {}
 
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 127
@@ -43,6 +46,8 @@ async def run_command(ctx: ExecContext, command: str) -> int:
     if not argv:
         ctx.stderr.write(b"sftpd: empty command\n")
         return EXIT_USAGE
+    from sftpd.exec.table import COMMANDS
+
     handler = COMMANDS.get(argv[0])
     if handler is None:
         name = argv[0].encode("utf-8", "backslashreplace")[:200]

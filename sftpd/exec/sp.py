@@ -1,0 +1,41 @@
+"""``sp``: space used and quota, one human line or (``--json``) one JSON object."""
+
+from __future__ import annotations
+
+import json
+
+from sftpd.core.session import UsageReport
+from sftpd.exec import EXIT_USAGE, ExecContext
+from sftpd.units import format_size
+
+
+def sp_line(u: UsageReport) -> str:
+    files = f"{u.files:,} files" if not u.max_files else f"{u.files:,} of {u.max_files:,} files"
+    if not u.quota:
+        return f"used {format_size(u.used)} (no quota), {files}"
+    percent = min(100, u.used * 100 // u.quota)
+    free = format_size(u.free or 0)
+    return (
+        f"used {format_size(u.used)} of {format_size(u.quota)} ({percent}%), {free} free, {files}"
+    )
+
+
+def sp_json(u: UsageReport) -> str:
+    doc: dict[str, int | None] = {
+        "used": u.used,
+        "quota": u.quota or None,
+        "free": u.free,
+        "files": u.files,
+    }
+    if u.max_files:
+        doc["max_files"] = u.max_files
+    return json.dumps(doc)
+
+
+async def sp(ctx: ExecContext, args: list[str]) -> int:
+    if args not in ([], ["--json"]):
+        ctx.err("usage: sp [--json]\n")
+        return EXIT_USAGE
+    report = await ctx.session.usage()
+    ctx.out((sp_json(report) if args else sp_line(report)) + "\n")
+    return 0
