@@ -14,10 +14,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-# Real OpenSSH clients drive the interop tests.
+# Real clients drive the interop tests: OpenSSH, and rclone's sftp backend.
 for bin in sftp scp ssh ssh-keygen; do
     command -v "$bin" >/dev/null || { apt_install openssh-client; break; }
 done
+command -v rclone >/dev/null || apt_install rclone
+# coreutils' *sum commands are the reference for ours.
+command -v sha512sum >/dev/null || apt_install coreutils
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
