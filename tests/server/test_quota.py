@@ -357,3 +357,20 @@ def test_quota_cli_set_show_and_scan(live_server: LiveServer) -> None:
     me = next(u for u in listed if u["name"] == user.name)
     assert (me["used"], me["quota"], me["max_files"]) == (1000, 2 * MiB, 5)
     assert run("quota", "scan", "nobody").returncode == 1
+
+
+async def test_scan_leaves_a_busy_user_alone(live_server: LiveServer) -> None:
+    """A scan while an upload holds a reservation would count in-flight bytes twice."""
+    from sftpd.reconcile import scan_user
+
+    user = live_server.add_user(quota=0)
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("f", "wb") as f:
+            await f.write(b"x" * MiB)
+            scan = asyncio.run_coroutine_threadsafe(
+                scan_user(live_server.service.store, live_server.settings, user.name, tries=1),
+                live_server.loop,
+            )
+            result = await asyncio.wrap_future(scan)
+            assert not result.stored
+    assert_exact(live_server, user)
