@@ -1,1 +1,6 @@
-"""xfer, the command-line client (a later issue)."""
+"""xfer, the command-line client: put/get with resume and verification, and friends.
+
+``app.py`` parses and prints; ``connect.py`` owns targets, auth and host keys;
+``transfer.py`` does resume, verification and progress; ``errors.py`` holds the
+exit-code table.
+"""

@@ -19,6 +19,18 @@ for bin in sftp scp ssh ssh-keygen; do
     command -v "$bin" >/dev/null || { apt_install openssh-client; break; }
 done
 command -v rclone >/dev/null || apt_install rclone
+# A real OpenSSH sshd (started by the tests on 127.0.0.1 with its own config) for xfer.
+# policy-rc.d keeps apt from starting the system's sshd; the tests never touch it.
+if [ ! -x /usr/sbin/sshd ]; then
+    if [ "$(id -u)" = 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        apt_install openssh-server
+        rm -f /usr/sbin/policy-rc.d
+    else
+        apt_install openssh-server
+    fi
+fi
 # coreutils' *sum commands are the reference for ours.
 command -v sha512sum >/dev/null || apt_install coreutils
 

@@ -249,3 +249,68 @@ def require_binary(name: str) -> str:
 
 
 os.environ.setdefault("TZ", "UTC")
+
+
+@dataclass
+class OpenSSHServer:
+    """A real OpenSSH sshd on 127.0.0.1 with its own config, keys and authorized_keys."""
+
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    root: Path  # a scratch directory the tests use as the remote side
+    proc: subprocess.Popen[bytes]
+
+
+def start_sshd(tmp: Path, extra_config: str = "") -> OpenSSHServer:
+    """Debian's /usr/sbin/sshd, never the system's config or /etc/ssh (installed by test.sh)."""
+    import pwd
+    import socket
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd):
+        pytest.fail("openssh-server is not installed; scripts/test.sh installs it")
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.chmod(tmp, 0o755)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "host")],
+                   check=True)  # fmt: skip
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "client")],
+                   check=True)  # fmt: skip
+    (tmp / "authorized_keys").write_text((tmp / "client.pub").read_text())
+    os.chmod(tmp / "authorized_keys", 0o600)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPidFile none\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\nLogLevel ERROR\n" + extra_config
+    )
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}")
+    known = tmp / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {(tmp / 'host.pub').read_text()}")
+    root = tmp / "remote"
+    root.mkdir()
+    return OpenSSHServer(port, user, tmp / "client", known, root, proc)
+
+
+@pytest.fixture(scope="session")
+def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSSHServer]:
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)

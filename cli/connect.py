@@ -1,0 +1,183 @@
+"""Targets, authentication and host-key policy: everything up to an open SFTP session.
+
+Host keys are checked against ``~/.ssh/known_hosts`` (or ``--known-hosts``). An
+unknown host is shown with its fingerprint and confirmed on a terminal, added
+with ``--accept-new``, refused in batch mode; a changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from cli.errors import AUTH, CONNECT, USAGE, XferError
+
+_TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    user: str | None
+    host: str
+    port: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        m = _TARGET.match(text.strip())
+        if not m:
+            raise XferError(USAGE, f"bad target {text!r}: use user@host[:port]")
+        port = int(m["port"]) if m["port"] else None
+        if port is not None and not 0 < port < 65536:
+            raise XferError(USAGE, f"bad port in target {text!r}")
+        return cls(m["user"], m["host"].strip("[]"), port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{host}" + (f":{self.port}" if self.port else "")
+
+
+@dataclass
+class ConnectOptions:
+    target: Target
+    keys: list[str] = field(default_factory=list)
+    known_hosts: Path | None = None
+    accept_new: bool = False
+    batch: bool = False
+    password: str | None = None  # from --password-stdin or XFER_PASSWORD
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.known_hosts or Path.home() / ".ssh" / "known_hosts"
+
+
+def known_host_pattern(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def ask_tty(prompt: str) -> str:
+    """Ask on the controlling terminal (not stdin, which may carry data)."""
+    try:
+        with open("/dev/tty", "r+") as tty:
+            tty.write(prompt)
+            tty.flush()
+            return tty.readline().strip()
+    except OSError:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return sys.stdin.readline().strip()
+
+
+class _Client(asyncssh.SSHClient):
+    """Host-key decisions and password prompts for one connection attempt."""
+
+    def __init__(self, opts: ConnectOptions, known: asyncssh.SSHKnownHosts | None) -> None:
+        self.opts = opts
+        self.known = known
+        self.refusal: XferError | None = None
+        self.new_key: tuple[str, asyncssh.SSHKey] | None = None
+        self._password_tries = 0
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        fingerprint = key.get_fingerprint("sha256")
+        pattern = known_host_pattern(self.opts.target.host, port)
+        trusted = self.known.match(self.opts.target.host, addr, port)[0] if self.known else []
+        if trusted:
+            self.refusal = XferError(
+                CONNECT,
+                f"HOST KEY OF {pattern} HAS CHANGED (now {key.get_algorithm()} {fingerprint}); "
+                f"it may be an attack. Refusing to connect; check with the server's admin and "
+                f"fix {self.opts.known_hosts_path}",
+            )
+            return False
+        if not self.opts.accept_new:
+            if self.opts.batch:
+                self.refusal = XferError(
+                    CONNECT,
+                    f"unknown host {pattern} ({key.get_algorithm()} {fingerprint}); "
+                    "use --accept-new or add it to known_hosts",
+                )
+                return False
+            answer = ask_tty(
+                f"The authenticity of host '{pattern}' can't be established.\n"
+                f"{key.get_algorithm()} key fingerprint is {fingerprint}.\n"
+                "Are you sure you want to continue connecting (yes/no)? "
+            )
+            if answer.lower() not in ("yes", "y"):
+                self.refusal = XferError(CONNECT, f"host key of {pattern} not accepted")
+                return False
+        self.new_key = (pattern, key)
+        return True
+
+    def password_auth_requested(self) -> str | None:
+        self._password_tries += 1
+        if self.opts.password is not None:
+            return self.opts.password if self._password_tries == 1 else None
+        if self.opts.batch or self._password_tries > 3:
+            return None
+        return getpass.getpass(
+            f"{self.opts.target.user or 'user'}@{self.opts.target.host}'s password: "
+        )
+
+
+def _load_known(path: Path) -> asyncssh.SSHKnownHosts | None:
+    try:
+        return asyncssh.import_known_hosts(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise XferError(CONNECT, f"cannot read {path}: {exc}") from None
+
+
+def _remember(path: Path, pattern: str, key: asyncssh.SSHKey) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
+    with open(path, "a") as fh:
+        fh.write(line)
+    print(f"xfer: added {pattern} to {path}", file=sys.stderr)
+
+
+async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
+    """Open an authenticated connection, or raise XferError (codes 3 and 4)."""
+    known = _load_known(opts.known_hosts_path)
+    client = _Client(opts, known)
+    kwargs: dict[str, Any] = {
+        "known_hosts": known if known is not None else asyncssh.import_known_hosts(""),
+        "client_factory": lambda: client,
+        "kbdint_auth": False,
+    }
+    if opts.target.user:
+        kwargs["username"] = opts.target.user
+    if opts.target.port:
+        kwargs["port"] = opts.target.port
+    if opts.keys:
+        keys = [os.path.expanduser(k) for k in opts.keys]
+        for key in keys:
+            if not os.access(key, os.R_OK):
+                raise XferError(USAGE, f"cannot read identity file {key}")
+        kwargs["client_keys"] = keys
+    try:
+        conn = await asyncssh.connect(opts.target.host, **kwargs)
+    except asyncssh.PermissionDenied:
+        raise XferError(AUTH, f"authentication failed for {opts.target}") from None
+    except (asyncssh.HostKeyNotVerifiable, asyncssh.DisconnectError) as exc:
+        if client.refusal is not None:
+            raise client.refusal from None
+        raise XferError(CONNECT, f"{opts.target}: {exc.reason}") from None
+    except (OSError, asyncssh.Error) as exc:
+        if client.refusal is not None:
+            raise client.refusal from None
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise XferError(CONNECT, f"cannot connect to {opts.target}: {reason}") from None
+    if client.new_key is not None:
+        _remember(opts.known_hosts_path, *client.new_key)
+    return conn

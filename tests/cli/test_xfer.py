@@ -1,0 +1,347 @@
+"""xfer against a real sftpd and a real OpenSSH sshd, as a person and as a script use it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sftpd.core import files as core_files
+from tests.conftest import LiveServer, OpenSSHServer, User, start_sshd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Xfer:
+    """Runs ``python -m cli`` with an isolated HOME and config dir."""
+
+    def __init__(self, tmp: Path, target: str, key: Path | None, known_hosts: Path | None) -> None:
+        self.tmp = tmp
+        self.env = {**os.environ, "HOME": str(tmp / "home"), "XFER_CONFIG_DIR": str(tmp / "cfg")}
+        self.env.pop("SSH_AUTH_SOCK", None)
+        (tmp / "home").mkdir(exist_ok=True)
+        self.base = [sys.executable, "-m", "cli", "-t", target]
+        if key:
+            self.base += ["-i", str(key)]
+        if known_hosts:
+            self.base += ["--known-hosts", str(known_hosts)]
+
+    def cmd(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def __call__(self, *args: str, input: str | None = None, base: bool = True,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        argv = self.cmd(*args) if base else [sys.executable, "-m", "cli", *args]
+        return subprocess.run(argv, input=input, capture_output=True, text=True, env=self.env,
+                              cwd=self.tmp, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def xfer(live_server: LiveServer, user: User, tmp_path: Path) -> Xfer:
+    return Xfer(tmp_path, f"{user.name}@127.0.0.1:{live_server.port}", user.key_path,
+                live_server.known_hosts)  # fmt: skip
+
+
+def blob(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+# -- verbs ---------------------------------------------------------------------------
+
+
+def test_put_get_dir_and_friends(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    data = blob(tmp_path / "a.bin", 3 * 1024 * 1024 + 5)
+    out = ok(xfer("put", "a.bin"))
+    assert "uploaded 1 file(s)" in out and "verified sha256" in out
+    assert (user.home / "a.bin").read_bytes() == data
+    ok(xfer("mkdir", "-p", "x/y/z"))
+    ok(xfer("put", "a.bin", "x/y/"))
+    assert (user.home / "x" / "y" / "a.bin").read_bytes() == data
+    listing = ok(xfer("dir"))
+    assert [line.split()[-1] for line in listing.splitlines()] == ["a.bin", "x"]
+    assert listing.splitlines()[0].startswith("-rw")
+    entries = json.loads(ok(xfer("--json", "dir", "x/y")))
+    assert [e["name"] for e in entries] == ["a.bin", "z"]
+    assert entries[0] | {"mtime": 0} == {
+        "name": "a.bin", "type": "file", "mode": "0o644", "size": len(data), "mtime": 0
+    }  # fmt: skip
+    assert entries[1]["type"] == "dir"
+    ok(xfer("get", "x/y/a.bin", "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    ok(xfer("mv", "a.bin", "x"))
+    assert (user.home / "x" / "a.bin").exists()
+    r = xfer("del", "x")
+    assert r.returncode == 1 and "use -r" in r.stderr
+    ok(xfer("del", "-r", "x"))  # batch mode (stdin is not a tty): no question asked
+    assert list(user.home.iterdir()) == []
+    assert "used 0 B" in ok(xfer("sp"))
+    assert json.loads(ok(xfer("sp", "--json")))["used"] == 0
+    assert "Exit codes" in ok(xfer("help"))
+
+
+def test_recursive_put_and_get_in_parallel(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    for i in range(20):
+        (tree / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        blob(tree / f"d{i % 3}" / f"f{i}", random.randint(0, 300_000))
+    out = ok(xfer("--json", "put", "-r", "--parallel", "4", "tree"))
+    assert json.loads(out)["files"] == 20
+    ok(xfer("get", "-r", "tree", "copy"))
+    for p in tree.rglob("*"):
+        rel = p.relative_to(tree)
+        if p.is_file():
+            assert (user.home / "tree" / rel).read_bytes() == p.read_bytes()
+            assert (tmp_path / "copy" / rel).read_bytes() == p.read_bytes()
+
+
+def test_login_profile_cd_and_logout(live_server: LiveServer, user: User, tmp_path: Path) -> None:
+    x = Xfer(tmp_path, "unused", user.key_path, None)
+    target = f"{user.name}@127.0.0.1:{live_server.port}"
+    r = x("--known-hosts", str(live_server.known_hosts), "login", target, "--name", "work",
+          "-i", str(user.key_path), base=False)  # fmt: skip
+    assert ok(r).startswith(f"logged in to {target}")
+    (user.home / "docs").mkdir()
+    assert ok(x("cd", "docs", base=False)).strip() == "/docs"
+    assert ok(x("pwd", base=False)).strip() == "/docs"
+    blob(tmp_path / "n.txt", 10)
+    ok(x("put", "n.txt", base=False))  # relative to the stored cwd
+    assert (user.home / "docs" / "n.txt").exists()
+    ok(x("logout", base=False))
+    r = x("dir", base=False)
+    assert r.returncode == 2 and "no target" in r.stderr
+
+
+# -- resume and verification --------------------------------------------------------
+
+
+def _kill_midway(x: Xfer, argv: list[str], watch: Path, size: int) -> None:
+    """Start a transfer and SIGKILL it once ``watch`` holds a random part of ``size``."""
+    cut = random.randint(size // 5, size * 3 // 5)
+    proc = subprocess.Popen(x.cmd(*argv), env=x.env, cwd=x.tmp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if watch.exists() and watch.stat().st_size >= cut:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_resume_upload_after_kill(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    size = 96 * 1024 * 1024
+    data = blob(tmp_path / "big.bin", size)
+    _kill_midway(xfer, ["put", "big.bin"], user.home / "big.bin", size)
+    partial = (user.home / "big.bin").stat().st_size
+    assert 0 < partial < size
+    out = json.loads(ok(xfer("--json", "put", "--resume", "big.bin")))
+    assert out["resumed_from"] > 0 and out["verified"] == ["sha256"]
+    assert (
+        hashlib.sha256((user.home / "big.bin").read_bytes()).digest()
+        == hashlib.sha256(data).digest()
+    )
+
+
+def test_resume_download_after_kill(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    size = 96 * 1024 * 1024
+    data = blob(user.home / "big.bin", size)
+    _kill_midway(xfer, ["get", "big.bin", "got.bin"], tmp_path / "got.bin", size)
+    assert 0 < (tmp_path / "got.bin").stat().st_size < size
+    out = json.loads(ok(xfer("--json", "get", "--resume", "big.bin", "got.bin")))
+    assert out["resumed_from"] > 0
+    assert (tmp_path / "got.bin").read_bytes() == data
+
+
+def test_resume_refuses_to_glue_different_files(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    data = blob(tmp_path / "f.bin", 2 * 1024 * 1024)
+    (user.home / "f.bin").write_bytes(b"something else entirely" * 1000)
+    r = xfer("--json", "put", "--resume", "f.bin")
+    assert json.loads(ok(r))["resumed_from"] == 0
+    assert "differs" in r.stderr
+    assert (user.home / "f.bin").read_bytes() == data
+    (tmp_path / "g.bin").write_bytes(b"local junk" * 100)
+    r = xfer("--json", "get", "--resume", "f.bin", "g.bin")
+    assert json.loads(ok(r))["resumed_from"] == 0
+    assert (tmp_path / "g.bin").read_bytes() == data
+
+
+@pytest.fixture
+def corrupting_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection in the live server's storage layer: byte 1000 of every write
+    that covers it lands flipped on disk, as a failing disk would do."""
+    real = core_files.OpenFile.write
+
+    async def write(self: core_files.OpenFile, offset: int, data: bytes) -> int:
+        if offset <= 1000 < offset + len(data):
+            buf = bytearray(data)
+            buf[1000 - offset] ^= 0xFF
+            data = bytes(buf)
+        return await real(self, offset, data)
+
+    monkeypatch.setattr(core_files.OpenFile, "write", write)
+
+
+def test_corrupted_remote_byte_is_caught(
+    xfer: Xfer, user: User, tmp_path: Path, corrupting_disk: None
+) -> None:
+    blob(tmp_path / "c.bin", 100_000)
+    r = xfer("put", "c.bin")
+    assert r.returncode == 6
+    assert r.stderr.strip().endswith("checksum mismatch after upload")
+    (user.home / "d.bin").write_bytes((tmp_path / "c.bin").read_bytes()[:50_000])
+    blob(tmp_path / "d.bin", 100_000)
+    r = xfer("put", "--resume", "d.bin")
+    assert r.returncode == 6
+
+
+# -- failures and exit codes --------------------------------------------------------
+
+
+def test_quota_exceeded_exits_5(live_server: LiveServer, tmp_path: Path) -> None:
+    small = live_server.add_user(quota=1024 * 1024)
+    x = Xfer(tmp_path, f"{small.name}@127.0.0.1:{live_server.port}", small.key_path,
+             live_server.known_hosts)  # fmt: skip
+    blob(tmp_path / "big.bin", 3 * 1024 * 1024)
+    r = x("put", "big.bin")
+    assert r.returncode == 5
+    assert "quota exceeded" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_password_exits_3(live_server: LiveServer, user: User, tmp_path: Path) -> None:
+    x = Xfer(tmp_path, f"{user.name}@127.0.0.1:{live_server.port}", None,
+             live_server.known_hosts)  # fmt: skip
+    r = x("--password-stdin", "dir", input="wrong\n")
+    assert r.returncode == 3 and "authentication failed" in r.stderr
+    r = x("--password-stdin", "dir", input=user.password + "\n")
+    assert r.returncode == 0, r.stderr
+    env_pw = subprocess.run(x.cmd("dir"), env={**x.env, "XFER_PASSWORD": user.password},
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert env_pw.returncode == 0
+
+
+def test_unknown_and_changed_host_keys(live_server: LiveServer, user: User, tmp_path: Path) -> None:
+    known = tmp_path / "kh"
+    x = Xfer(tmp_path, f"{user.name}@127.0.0.1:{live_server.port}", user.key_path, known)
+    r = x("dir")
+    assert r.returncode == 4 and "unknown host" in r.stderr and "SHA256:" in r.stderr
+    assert not known.exists()
+    assert x("--accept-new", "dir").returncode == 0
+    assert f"[127.0.0.1]:{live_server.port}" in known.read_text()
+    assert x("dir").returncode == 0
+    pattern, _, _ = known.read_text().partition(" ")
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            str(tmp_path / "fake")], check=True)  # fmt: skip
+    assert other.returncode == 0
+    known.write_text(f"{pattern} {(tmp_path / 'fake.pub').read_text()}")
+    r = x("--accept-new", "dir")
+    assert r.returncode == 4 and "HAS CHANGED" in r.stderr
+
+
+def test_cannot_connect_exits_4(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = Xfer(tmp_path, f"nobody@127.0.0.1:{port}", None, None)("dir")
+    assert r.returncode == 4 and "cannot connect" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_usage_errors_exit_2(xfer: Xfer) -> None:
+    assert xfer("put").returncode == 2
+    assert xfer("frobnicate").returncode == 2
+    r = xfer("dir", base=False)
+    assert r.returncode == 2
+
+
+def test_remote_errors_exit_1(xfer: Xfer) -> None:
+    r = xfer("get", "nope.bin")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert xfer("cd", "nowhere").returncode == 1
+    assert xfer("del", "nothing").returncode == 1
+
+
+def test_ctrl_c_exits_130_and_leaves_a_resumable_file(
+    xfer: Xfer, user: User, tmp_path: Path
+) -> None:
+    size = 128 * 1024 * 1024
+    data = blob(tmp_path / "big.bin", size)
+    proc = subprocess.Popen(xfer.cmd("put", "big.bin"), env=xfer.env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (user.home / "big.bin").exists() and (user.home / "big.bin").stat().st_size > 1 << 20:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "xfer: interrupted"
+    ok(xfer("put", "--resume", "big.bin"))
+    assert (user.home / "big.bin").read_bytes() == data
+
+
+# -- a plain OpenSSH server -----------------------------------------------------------
+
+
+def test_against_openssh_sshd(openssh_server: OpenSSHServer, tmp_path: Path) -> None:
+    x = Xfer(tmp_path, f"{openssh_server.user}@127.0.0.1:{openssh_server.port}",
+             openssh_server.key, openssh_server.known_hosts)  # fmt: skip
+    remote = openssh_server.root / tmp_path.name
+    data = blob(tmp_path / "f.bin", 5 * 1024 * 1024 + 3)
+    ok(x("mkdir", "-p", str(remote)))
+    r = x("put", "f.bin", str(remote) + "/")
+    ok(r)
+    assert (remote / "f.bin").read_bytes() == data
+    assert "verified sha256" in r.stdout  # sshd offers exec, so sha256sum runs there
+    (remote / "f.bin").write_bytes(data[: 2 * 1024 * 1024])
+    ok(x("put", "--resume", "f.bin", str(remote / "f.bin")))
+    assert (remote / "f.bin").read_bytes() == data
+    ok(x("get", str(remote / "f.bin"), "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    names = [line.split()[-1] for line in ok(x("dir", str(remote))).splitlines()]
+    assert names == ["f.bin"]
+    ok(x("mv", str(remote / "f.bin"), str(remote / "g.bin")))
+    ok(x("del", str(remote / "g.bin")))
+    r = x("sp")
+    assert r.returncode == 1  # plain OpenSSH has no sp
+
+
+def test_sftp_only_openssh_warns_instead_of_verifying(tmp_path: Path) -> None:
+    """sshd with ``ForceCommand internal-sftp`` (the usual SFTP-only setup) offers no
+    checksum at all: transfers and resumes still work, with a warning, exit 0."""
+    server = start_sshd(tmp_path / "sshd", "ForceCommand internal-sftp\n")
+    try:
+        x = Xfer(tmp_path, f"{server.user}@127.0.0.1:{server.port}", server.key,
+                 server.known_hosts)  # fmt: skip
+        data = blob(tmp_path / "f.bin", 1_000_000)
+        dest = str(server.root / "f.bin")
+        r = x("--json", "put", "f.bin", dest)
+        assert json.loads(ok(r)) | {"seconds": 0} == {
+            "files": 1, "bytes": 1_000_000, "seconds": 0, "resumed_from": 0,
+            "verified": [], "unverified": 1,
+        }  # fmt: skip
+        assert "not verified" in r.stderr
+        (server.root / "f.bin").write_bytes(data[:300_000])
+        r = x("put", "--resume", "f.bin", dest)
+        assert r.returncode == 0 and "cannot prove" in r.stderr
+        assert (server.root / "f.bin").read_bytes() == data
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
