@@ -89,8 +89,11 @@ class _Client(asyncssh.SSHClient):
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         fingerprint = key.get_fingerprint("sha256")
-        pattern = known_host_pattern(self.opts.target.host, port)
-        trusted = self.known.match(self.opts.target.host, addr, port)[0] if self.known else []
+        # ``host`` is the name after ~/.ssh/config (HostName), as OpenSSH records it.
+        pattern = known_host_pattern(host, port)
+        trusted = self.known.match(host, addr, port)[0] if self.known else []
+        if key in trusted:
+            return True
         if trusted:
             self.refusal = XferError(
                 CONNECT,

@@ -345,3 +345,36 @@ def test_sftp_only_openssh_warns_instead_of_verifying(tmp_path: Path) -> None:
     finally:
         server.proc.terminate()
         server.proc.wait(10)
+
+
+def test_ssh_config_alias_and_progress_on_a_terminal(
+    live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    import pexpect
+
+    x = Xfer(tmp_path, "myalias", None, None)
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    (ssh_dir / "config").write_text(
+        f"Host myalias\n  HostName 127.0.0.1\n  Port {live_server.port}\n  User {user.name}\n"
+        f"  IdentityFile {user.key_path}\n"
+    )
+    assert "unknown host" in x("dir").stderr
+    ok(x("--accept-new", "dir"))
+    assert (ssh_dir / "known_hosts").read_text().startswith(f"[127.0.0.1]:{live_server.port} ")
+    ok(x("dir"))  # now known: no prompt, no complaint
+    data = blob(tmp_path / "p.bin", 48 * 1024 * 1024)
+    import io
+
+    screen = io.StringIO()
+    child = pexpect.spawn(sys.executable, ["-m", "cli", *x.base[3:], "put", "p.bin"],
+                          env=x.env, cwd=str(tmp_path), encoding="utf-8", timeout=60)  # fmt: skip
+    child.logfile_read = screen
+    child.expect_exact("uploaded 1 file(s)")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "━" in screen.getvalue() and "total" in screen.getvalue()  # rich's bars were drawn
+    assert (user.home / "p.bin").read_bytes() == data
+    quiet = ok(x("--quiet", "put", "p.bin"))  # not a terminal: no bars, and quiet: nothing
+    assert quiet == ""
