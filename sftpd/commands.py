@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
 from sftpd.store import KeyRecord, Store, StoreError, UserRecord
 from sftpd.units import format_size, parse_size
+from sftpd.workers import serve_workers
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -180,6 +182,9 @@ def serve_cmd(
     max_sessions_per_user: Annotated[int | None, typer.Option(help="0 = unlimited [10].")] = None,
     log_format: Annotated[str | None, typer.Option(help="text | json.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes on the port [one per core].")
+    ] = None,
     demo: Annotated[
         bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
     ] = True,
@@ -195,16 +200,17 @@ def serve_cmd(
         max_sessions_per_user=max_sessions_per_user,
         log_format=log_format,
         log_level=log_level,
+        workers=workers,
     )
     setup_logging(conf.log_format, conf.log_level)
-
-    async def run() -> None:
-        if demo:
-            await create_demo_user(conf)
-        await serve(conf)
-
+    count = conf.workers or os.cpu_count() or 1
     try:
-        asyncio.run(run())
+        if demo:
+            asyncio.run(create_demo_user(conf))
+        if count == 1:
+            asyncio.run(serve(conf))
+        else:
+            raise typer.Exit(serve_workers(conf, count))
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ class Settings:
     max_sessions_per_user: int = 10
     log_format: str = "text"
     log_level: str = "info"
+    workers: int = 0  # 0: one per core
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -74,7 +75,7 @@ def _coerce(name: str, value: Any) -> Any:
             if seconds < 0:
                 raise ValueError("must be >= 0")
             return seconds
-        if name in ("max_auth_attempts", "max_sessions_per_user"):
+        if name in ("max_auth_attempts", "max_sessions_per_user", "workers"):
             count = int(value)
             if count < 0 or (name == "max_auth_attempts" and count == 0):
                 raise ValueError("must be a positive number")

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from sftpd.config import Settings
 from sftpd.core.quota import scan_home
@@ -37,12 +38,10 @@ def holder_is_dead(holder: str) -> bool:
     if pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no such process
+    return state in ("Z", "X")  # a zombie no one reaped is dead too
 
 
 @dataclass(frozen=True)

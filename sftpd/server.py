@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncssh
@@ -86,7 +87,7 @@ class Service:
                 out.append((host, port))
         return out
 
-    async def start(self, host_keys: list[HostKey]) -> None:
+    async def start(self, host_keys: list[HostKey], reuse_port: bool = False) -> None:
         from sftpd.auth import Connection
 
         settings = self.settings
@@ -107,6 +108,7 @@ class Service:
                     encryption_algs=CIPHERS,
                     server_version="sftpd",
                     reuse_address=True,
+                    reuse_port=reuse_port,
                 )
             except OSError as exc:
                 await self.stop()
@@ -153,31 +155,55 @@ async def open_service_store(settings: Settings) -> Store:
         raise ConfigError(str(exc)) from None
 
 
-async def serve(settings: Settings, announce: bool = True) -> None:
-    """Run until SIGINT or SIGTERM; raise ConfigError for bad settings."""
+async def prepare(settings: Settings) -> list[HostKey]:
+    """Everything done once before serving: data dir, schema, crash reconciliation, host keys."""
     store = await open_service_store(settings)
     try:
-        try:
-            host_keys = load_or_create(settings.keys_dir)
-        except HostKeyError as exc:
-            raise ConfigError(str(exc)) from None
+        await reconcile_dead_holders(store, settings)
+    finally:
+        await store.close()
+    try:
+        return load_or_create(settings.keys_dir)
+    except HostKeyError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def announce(host_keys: list[HostKey], ports: list[tuple[str, int]]) -> None:
+    for key in host_keys:
+        print(f"host key {key.algorithm} {key.fingerprint}", flush=True)
+    for host, port in ports:
+        print(f"sftpd: listening on {host}:{port}", flush=True)
+
+
+async def run_service(
+    settings: Settings,
+    host_keys: list[HostKey],
+    *,
+    reuse_port: bool = False,
+    on_started: Callable[[list[tuple[str, int]]], None] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then drain; one event loop, one process."""
+    store = await open_service_store(settings)
+    try:
         service = Service(settings, store)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         os.umask(0o022)
-        await reconcile_dead_holders(store, settings)
-        await service.start(host_keys)
-        if announce:
-            for key in host_keys:
-                print(f"host key {key.algorithm} {key.fingerprint}", flush=True)
-            for host, port in service.ports:
-                print(f"sftpd: listening on {host}:{port}", flush=True)
-        log.info("started", extra={"listen": service.ports})
+        await service.start(host_keys, reuse_port=reuse_port)
+        if on_started:
+            on_started(service.ports)
+        log.info("started", extra={"listen": service.ports, "pid": os.getpid()})
         await stop.wait()
         log.info("stopping: draining sessions")
         await service.stop()
         log.info("stopped")
     finally:
         await store.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Single-process server (tests and ``--workers 1``)."""
+    host_keys = await prepare(settings)
+    await run_service(settings, host_keys, on_started=lambda ports: announce(host_keys, ports))

@@ -32,7 +32,7 @@ class Serve:
     def __init__(self, cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
             [*SFTPD, "serve", "--port", "0", *args], cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         self.lines: list[str] = []
         assert self.proc.stdout is not None

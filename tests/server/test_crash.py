@@ -47,7 +47,7 @@ async def test_kill_9_mid_upload_then_restart_reconciles(tmp_path: Path) -> None
     await f.write(data[: 2 * 1024 * 1024])  # acknowledged, never closed
     used, _files, reserved = ledger_row(tmp_path, "carl")
     assert reserved > 0  # the in-flight upload holds a reservation
-    server.proc.send_signal(signal.SIGKILL)
+    os.killpg(server.proc.pid, signal.SIGKILL)  # the whole server, every worker
     server.proc.communicate(timeout=30)
     conn.abort()
 

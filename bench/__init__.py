@@ -1,0 +1,1 @@
+"""Benchmarks: sftpd side by side with OpenSSH's sshd and a bare asyncssh SFTP server."""

@@ -1,0 +1,56 @@
+"""python -m bench [--quick] [--reps N] [--output FILE]: sftpd vs OpenSSH vs bare asyncssh."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import sys
+import time
+
+from bench.harness import Bench, Sizes, workdir
+from bench.servers import Missing, check_prerequisites
+
+CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (a minute or two)")
+    parser.add_argument("--reps", type=int, help="repetitions of each workload")
+    parser.add_argument("--output", help="also write the markdown table to this file")
+    args = parser.parse_args()
+    try:
+        check_prerequisites()
+    except Missing as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    if args.reps:
+        sizes = dataclasses.replace(sizes, reps=args.reps)
+    started = time.monotonic()
+    with workdir() as tmp:
+        from pathlib import Path
+
+        bench = Bench(sizes, CIPHERS, Path(tmp))
+        try:
+            bench.start()
+            bench.run(lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+        finally:
+            bench.stop()
+    header = (
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}; "
+        f"{'quick' if args.quick else 'full'} run, {sizes.reps} rep(s), "
+        f"{time.monotonic() - started:.0f} s\n\n"
+    )
+    table = header + bench.table()
+    print(table)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""CI runs the benchmark harness in its quick size to keep it working (no speed asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "table.md"
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--output", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = out.read_text()
+    for n in range(1, 9):
+        assert f"| {n}. " in table, f"workload {n} missing"
+    assert "| sftpd/OpenSSH |" in table and "| sftpd 1 worker/bare |" in table
+    for line in table.splitlines():
+        if line.startswith("| 1. ") or line.startswith("| 2. "):
+            assert "n/a" not in line.split("|")[3:7], line  # every server ran the transfers

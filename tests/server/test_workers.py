@@ -1,0 +1,80 @@
+"""``sftpd serve --workers N``: one port, several processes, quota exact across them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import asyncssh
+
+from sftpd.core.quota import scan_home
+from tests.server.test_cli import Serve, known_hosts, run
+from tests.server.test_crash import ledger_row
+
+MiB = 1024 * 1024
+
+
+def socket_count(pid: int) -> int:
+    fd_dir = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fd_dir.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def worker_pids(parent: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+
+
+async def test_workers_share_the_port_and_the_quota(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    quota = 24 * MiB + 777
+    added = run(tmp_path, "user", "add", "wendy", "--key", f"{key}.pub", "--quota", str(quota))
+    assert added.returncode == 0
+    server = Serve(tmp_path, "--no-demo", "--workers", "2", "--max-sessions-per-user", "0")
+    try:
+        workers = worker_pids(server.proc.pid)
+        assert len(workers) == 2
+        before = {pid: socket_count(pid) for pid in workers}
+        hosts = known_hosts(tmp_path, server.port)
+        conns = [
+            await asyncssh.connect(
+                "127.0.0.1",
+                server.port,
+                username="wendy",
+                client_keys=[str(key)],
+                known_hosts=str(hosts),
+                agent_path=None,
+            )
+            for _ in range(12)
+        ]
+        grown = {pid: socket_count(pid) - before[pid] for pid in workers}
+        assert all(n > 0 for n in grown.values()), grown  # the kernel spread the connections
+        refused = 0
+
+        async def upload(i: int, conn: asyncssh.SSHClientConnection) -> None:
+            nonlocal refused
+            async with conn.start_sftp_client() as sftp, sftp.open(f"f{i}", "wb") as f:
+                offset = 0
+                while True:
+                    try:
+                        await f.write(os.urandom(128 * 1024), offset)
+                    except asyncssh.SFTPFailure:
+                        refused += 1
+                        return
+                    offset += 128 * 1024
+
+        await asyncio.gather(*(upload(i, c) for i, c in enumerate(conns)))
+        for c in conns:
+            c.close()
+        await asyncio.sleep(0.3)
+        home = tmp_path / "data" / "homes" / "wendy"
+        used, files, reserved = ledger_row(tmp_path, "wendy")
+        assert refused == 12
+        assert (used, files) == scan_home(str(home))
+        assert used <= quota and used > quota - 12 * 128 * 1024
+        assert reserved == 0
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert err.count("stopped") == 2
