@@ -266,7 +266,7 @@ class SftpdServer(asyncssh.SFTPServer):
             except errors.SftpdError as exc:
                 log.warning("closing a file failed", extra={"user": self.session.user,
                             "error": exc.message})  # fmt: skip
-        self.session.close()
+        await self.session.aclose()
 
     # -- OpenSSH path extensions (called from SftpdHandler) --------------------
 

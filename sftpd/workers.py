@@ -63,10 +63,20 @@ def serve_workers(settings: Settings, workers: int) -> int:
     port = _probe(settings)
     settings = settings.__class__(**{**settings.__dict__, "port": port})
     children: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
     ready_r, ready_w = os.pipe()
     for _ in range(workers):
         pid = os.fork()
-        if pid == 0:  # a worker
+        if pid == 0:  # a worker: default signals until its event loop takes them over
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _die_with_parent()
             os.close(ready_r)
             status = 0
@@ -100,13 +110,6 @@ def serve_workers(settings: Settings, workers: int) -> int:
     if ready == workers:
         announce(host_keys, [(addr, port) for addr in settings.listen])
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
     worst = 0
     for child in children:
         while True:

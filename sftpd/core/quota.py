@@ -12,8 +12,11 @@ How one server process keeps it exact without a database write per packet:
   can never overshoot together, not even by one byte;
 * :class:`QuotaLedger` (one per user per process) claims reservations in chunks
   (8 MiB, or what is left) into a local ``pool``; growth of a file draws from
-  the pool into ``pending``; on close, ``pending`` is settled into ``used``
-  and, once no file is open for writing, the pool is handed back;
+  the pool into ``pending``, and new files into ``pending_files`` while the pool
+  holds a claim (so a crash is always noticed and reconciled); a close
+  schedules a settle (coalesced over ``SETTLE_DELAY``) that writes ``pending``
+  into ``used``; the pool is handed back when the user's last session here ends.
+  Small-file uploads thus cost no store write per file;
 * shrinking (truncate, remove, rename over a file) is written to the store at
   once, except what can be taken back from ``pending``;
 * every open inode has one :class:`Inode` record with the size the ledger
@@ -34,6 +37,7 @@ from typing import Protocol
 from sftpd.core.errors import QuotaExceeded
 
 CHUNK = 8 * 1024 * 1024
+SETTLE_DELAY = 0.1  # seconds: closes within this window share one store write
 
 
 class UsageView(Protocol):
@@ -87,9 +91,14 @@ class QuotaLedger:
     default_quota: int
     pool: int = 0
     pending: int = 0
+    pending_files: int = 0
     writers: int = 0
+    sessions: int = 0
+    max_files: int | None = None  # cached limit; None until first asked
     inodes: dict[tuple[int, int], Inode] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _settle_timer: asyncio.TimerHandle | None = None
+    _settle_task: asyncio.Task[None] | None = None
 
     # -- limits ------------------------------------------------------------------
 
@@ -107,11 +116,20 @@ class QuotaLedger:
 
     async def check_not_full(self) -> None:
         """Refuse an upload at open when the user is already at the quota."""
+        if self.pool > 0:
+            return  # a claim is held: there is room
         u = await self.store.usage(self.user, self.default_quota)
-        if u and u.quota and u.used + self.pending >= u.quota and self.pool == 0:
+        if u and u.quota and u.used + self.pending >= u.quota:
             raise await self.exceeded()
 
     async def file_created(self) -> None:
+        """Count a new file: locally while a claim is held and no file limit applies."""
+        if self.max_files is None:
+            u = await self.store.usage(self.user, self.default_quota)
+            self.max_files = u.max_files if u else 0
+        if self.pool > 0 and not self.max_files:
+            self.pending_files += 1
+            return
         refusal = await self.store.create_file(self.user, self.default_quota)
         if refusal:
             raise await self.exceeded(refusal)
@@ -148,14 +166,36 @@ class QuotaLedger:
             await self.store.apply(self.user, self.holder, used=back - n, files=-files)
 
     async def settle(self) -> None:
-        """Write pending growth into ``used``; hand the pool back when nothing is open."""
-        release = self.pool if self.writers == 0 else 0
-        if self.pending or release:
+        """Write pending growth and files into the store; hand the pool back when
+        the user has no session left in this process."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        release = self.pool if self.sessions <= 0 and self.writers == 0 else 0
+        if self.pending or self.pending_files or release:
             pending, self.pending = self.pending, 0
+            files, self.pending_files = self.pending_files, 0
             self.pool -= release
             await self.store.apply(
-                self.user, self.holder, used=pending, reserved=-(pending + release)
+                self.user, self.holder, used=pending, files=files, reserved=-(pending + release)
             )
+
+    def settle_soon(self) -> None:
+        """Settle after SETTLE_DELAY, once for all closes in between."""
+        if self._settle_timer is None:
+            loop = asyncio.get_running_loop()
+            self._settle_timer = loop.call_later(SETTLE_DELAY, self._settle_now)
+
+    def _settle_now(self) -> None:
+        self._settle_timer = None
+        self._settle_task = asyncio.get_running_loop().create_task(self.settle())
+
+    def session_opened(self) -> None:
+        self.sessions += 1
+
+    async def session_closed(self) -> None:
+        self.sessions -= 1
+        await self.settle()
 
     # -- inodes open for writing -------------------------------------------------
 
@@ -175,7 +215,7 @@ class QuotaLedger:
         self.writers -= 1
         if inode.refs == 0:
             self.inodes.pop(inode.key, None)
-        await self.settle()
+        self.settle_soon()
 
     async def resize(self, inode: Inode, size: int) -> None:
         """The inode now has ``size`` bytes: grow (may raise) or shrink to match."""

@@ -56,9 +56,16 @@ class Session:
         self.user = user
         self.jail = Jail(home)
         self.ledger = ledger
+        ledger.session_opened()
+        self._closed = False
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """End the session: settle usage, hand back an unused claim, close the home fd."""
+        if self._closed:
+            return
+        self._closed = True
         self.jail.close()
+        await self.ledger.session_closed()
 
     @contextmanager
     def _op(self, op: str) -> Iterator[None]:
@@ -157,6 +164,7 @@ class Session:
                 await resize_fd(self.ledger, inode, fd, size)
             finally:
                 await self.ledger.close_inode(inode, None)
+                await self.ledger.settle()
         finally:
             os.close(fd)
 

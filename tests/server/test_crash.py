@@ -43,8 +43,9 @@ async def test_kill_9_mid_upload_then_restart_reconciles(tmp_path: Path) -> None
     sftp = await conn.start_sftp_client()
     async with sftp.open("done.bin", "wb") as f:
         await f.write(data)
+    await asyncio.sleep(0.5)  # done.bin's close has settled (coalesced settles wait 0.1 s)
     f = await sftp.open("partial.bin", "wb")
-    await f.write(data[: 2 * 1024 * 1024])  # acknowledged, never closed
+    await f.write(data[: 2 * 1024 * 1024])  # acknowledged, never closed, not settled
     used, _files, reserved = ledger_row(tmp_path, "carl")
     assert reserved > 0  # the in-flight upload holds a reservation
     os.killpg(server.proc.pid, signal.SIGKILL)  # the whole server, every worker
@@ -62,8 +63,11 @@ async def test_kill_9_mid_upload_then_restart_reconciles(tmp_path: Path) -> None
         )  # fmt: skip
         async with conn, conn.start_sftp_client() as sftp, sftp.open("partial.bin", "r+b") as f:
             await f.write(data[2 * 1024 * 1024 :], 2 * 1024 * 1024)  # resume
-        await asyncio.sleep(0.1)
         assert (home / "partial.bin").read_bytes() == data
+        for _ in range(100):  # the session ends on the server just after the client leaves
+            if ledger_row(tmp_path, "carl") == (*scan_home(str(home)), 0):
+                break
+            await asyncio.sleep(0.03)
         assert ledger_row(tmp_path, "carl") == (*scan_home(str(home)), 0)
     finally:
         code, err = restarted.stop()

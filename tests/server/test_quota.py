@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import asyncssh
@@ -25,7 +26,11 @@ def live_usage(server: LiveServer, user: User) -> tuple[int, int]:
     return u.used, u.files
 
 
-def assert_exact(server: LiveServer, user: User) -> None:
+def assert_exact(server: LiveServer, user: User, timeout: float = 3.0) -> None:
+    """Live usage equals a scan (allowing the ledger's coalesced settle to land)."""
+    deadline = time.monotonic() + timeout
+    while live_usage(server, user) != scan_home(str(user.home)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert live_usage(server, user) == scan_home(str(user.home))
 
 
@@ -200,9 +205,10 @@ async def test_sessions_racing_to_the_quota_never_overshoot(live_server: LiveSer
                     offset += 256 * 1024
 
     await asyncio.gather(*(uploader(n) for n in range(6)))
-    used, files = live_usage(live_server, user)
+    await asyncio.sleep(0.5)  # the sessions end on the server after the clients leave
+    assert_exact(live_server, user)
+    used, _files = live_usage(live_server, user)
     assert refused == 6
-    assert (used, files) == scan_home(str(user.home))
     assert used <= quota
     assert used > quota - 6 * 256 * 1024  # they did fill it up
     rows = await asyncio.wrap_future(

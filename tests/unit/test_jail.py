@@ -42,7 +42,7 @@ async def session(homes: Path, tmp_path: Path) -> AsyncIterator[Session]:
     await store.add_user(UserRecord("alice", quota_bytes=0))
     s = Session("alice", str(homes / "alice"), QuotaLedger("alice", store, "test", 0))
     yield s
-    s.close()
+    await s.aclose()
     await store.close()
 
 
