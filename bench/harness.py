@@ -309,6 +309,7 @@ class Bench:
 
     def idle(self, server: Server) -> None:
         n = self.sizes.idle_sessions
+        time.sleep(3.0)  # let the last workload's connections close and memory settle
         before = server.memory_kib()
         proc = subprocess.Popen(
             [

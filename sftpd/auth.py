@@ -72,6 +72,7 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.connections.discard(self)
+        self.service.connection_closed()
         self.closed.set()
         if self._idle_timer:
             self._idle_timer.cancel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -42,6 +44,12 @@ CIPHERS = [
     "aes256-ctr",
 ]
 DRAIN_SECONDS = 10.0
+TRIM_DELAY = 2.0
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Service:
@@ -55,6 +63,7 @@ class Service:
         self._sessions: Counter[str] = Counter()
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._ledgers: dict[str, QuotaLedger] = {}
+        self._trim_timer: asyncio.TimerHandle | None = None
 
     def ledger(self, user: str) -> QuotaLedger:
         """The user's ledger in this process, shared by all their sessions."""
@@ -64,6 +73,17 @@ class Service:
                 user, self.store, self.holder, self.settings.default_quota
             )
         return ledger
+
+    def connection_closed(self) -> None:
+        """Hand freed memory back to the OS once things calm down.
+
+        A big transfer leaves glibc holding tens of MiB it no longer uses; a
+        debounced malloc_trim returns it, so an idle server stays small.
+        """
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._trim_timer = loop.call_later(TRIM_DELAY, _malloc_trim)
 
     def session_started(self, user: str) -> bool:
         """Count a new authenticated connection; False when the user is at the limit."""
