@@ -60,6 +60,7 @@ class Connection(asyncssh.SSHServer):
         self._last_activity = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loaded: dict[str, tuple[UserRecord | None]] = {}
         self.closed = asyncio.Event()
 
     # -- connection lifecycle --------------------------------------------------
@@ -105,9 +106,14 @@ class Connection(asyncssh.SSHServer):
         return True
 
     async def _load(self, username: str) -> UserRecord | None:
+        """The user as stored, read once per connection attempt (a key is validated twice:
+        when offered and when signed)."""
         if not USERNAME_RE.match(username):
             return None
-        return await self.service.store.get_user(username)
+        cached = self._loaded.get(username)
+        if cached is None:
+            cached = self._loaded[username] = (await self.service.store.get_user(username),)
+        return cached[0]
 
     async def validate_password(self, username: str, password: str) -> bool:
         user = await self._load(username)
