@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ MAX_READ_LEN = MAX_PACKET_LEN - 1024
 MAX_WRITE_LEN = MAX_PACKET_LEN - 1024
 MAX_OPEN_HANDLES = 1024
 CHECK_FILE_ALGS = b"md5,sha1,sha256,sha512"
+QUOTA_LINE_INTERVAL = 2.0  # seconds between two "quota exceeded" lines on stderr
 
 STATUS_FOR: dict[type[errors.SftpdError], Callable[[str], asyncssh.SFTPError]] = {
     errors.NotFound: asyncssh.SFTPNoSuchFile,
@@ -139,6 +141,7 @@ class SftpdServer(asyncssh.SFTPServer):
         self.session = session
         self.on_activity = on_activity
         self._files: set[OpenFile] = set()
+        self._quota_told_at = -QUOTA_LINE_INTERVAL
 
     def format_user(self, uid: int | None) -> str:
         return self.session.user
@@ -167,7 +170,10 @@ class SftpdServer(asyncssh.SFTPServer):
         try:
             return await fn(*args)
         except errors.QuotaExceeded as exc:
-            self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
+            now = time.monotonic()
+            if now - self._quota_told_at > QUOTA_LINE_INTERVAL:  # pipelined writes fail together
+                self._quota_told_at = now
+                self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
             audit(
                 "quota exceeded",
                 event="quota",

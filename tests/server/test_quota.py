@@ -255,6 +255,7 @@ def test_openssh_sftp_shows_the_quota_message(live_server: LiveServer, tmp_path:
     result = live_server.sftp(user, f"put {src} big.bin\n")
     assert result.returncode != 0
     assert "sftpd: quota exceeded: 2.0 MiB used of 2.0 MiB" in result.stderr
+    assert result.stderr.count("sftpd: quota exceeded") == 1  # once, not once per write
     assert_exact(live_server, user)
     for mode in ([], ["-O"]):
         result = live_server.scp(*mode, str(src), live_server.remote(user, f"scp{len(mode)}"))
