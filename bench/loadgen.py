@@ -24,6 +24,7 @@ async def _session(
         known_hosts=None,
         agent_path=None,
         config=None,
+        server_host_key_algs=["ssh-ed25519"],  # what OpenSSH clients prefer; all servers have it
     )
     return conn, await conn.start_sftp_client()
 

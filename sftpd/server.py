@@ -124,6 +124,8 @@ class Service:
                     agent_forwarding=False,
                     x11_forwarding=False,
                     kbdint_auth=False,
+                    # No GSS: without this asyncssh resolves getfqdn() at every login.
+                    gss_host=None,
                     kex_algs=KEX_ALGS,
                     encryption_algs=CIPHERS,
                     server_version="sftpd",
