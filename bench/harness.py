@@ -182,8 +182,16 @@ class Bench:
     # -- workloads -------------------------------------------------------------
 
     def run(self, progress: Callable[[str], None]) -> None:
+        progress("warm-up (untimed)")
+        for server in self.servers:
+            self.sftp(server, f"put {self.conc} {server.remote('warm.bin')}\n", self.ciphers[0])
+            server.clean()
         for rep in range(self.sizes.reps):
-            for server in self.servers:
+            # Rotate who goes first, so no server always pays for a cold machine.
+            order = (
+                self.servers[rep % len(self.servers) :] + self.servers[: rep % len(self.servers)]
+            )
+            for server in order:
                 progress(f"rep {rep + 1}/{self.sizes.reps}: {server.name}")
                 for cipher in self.ciphers:
                     self.transfers(server, cipher)
