@@ -220,6 +220,11 @@ def summary(verb: str, report: transfer.Report) -> None:
           f"({rate:.1f} MiB/s){check}")  # fmt: skip
 
 
+def _transfer_cmd(upload: bool, args: list[str], opts: transfer.Options) -> None:
+    report = run(lambda r: transfer.transfer_many(r, upload, args, opts, state.show_progress))
+    summary("uploaded" if upload else "downloaded", report)
+
+
 @app.command()
 def put(
     sources: Annotated[list[str], typer.Argument(help="LOCAL... [REMOTE]")],
@@ -229,19 +234,8 @@ def put(
     parallel: ParallelOpt = 4,
 ) -> None:
     """Upload files (and with -r directories); an existing remote file is replaced."""
-    locals_, dest = transfer.split_dest(sources)
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
-
-    async def work(remote: Remote) -> transfer.Report:
-        jobs = await transfer.plan_put(remote, locals_, dest, recursive)
-
-        async def one(job: transfer.Job, o: transfer.Options, p: transfer.Progress,
-                      rep: transfer.Report) -> None:  # fmt: skip
-            await transfer.put_file(remote, job.src, job.dst, o, p, rep)
-
-        return await transfer.run_jobs(jobs, one, opts, state.show_progress)
-
-    summary("uploaded", run(work))
+    _transfer_cmd(True, sources, opts)
 
 
 @app.command()
@@ -253,19 +247,8 @@ def get(
     parallel: ParallelOpt = 4,
 ) -> None:
     """Download files (and with -r directories)."""
-    remotes, dest = transfer.split_dest(sources)
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
-
-    async def work(remote: Remote) -> transfer.Report:
-        jobs = await transfer.plan_get(remote, remotes, dest, recursive)
-
-        async def one(job: transfer.Job, o: transfer.Options, p: transfer.Progress,
-                      rep: transfer.Report) -> None:  # fmt: skip
-            await transfer.get_file(remote, job.src, job.dst, o, p, rep)
-
-        return await transfer.run_jobs(jobs, one, opts, state.show_progress)
-
-    summary("downloaded", run(work))
+    _transfer_cmd(False, sources, opts)
 
 
 # -- remote files ----------------------------------------------------------------

@@ -105,32 +105,19 @@ class Shell:
         )
 
     async def put(self, flags: set[str], args: list[str]) -> None:
-        if not args:
-            raise XferError(2, "usage: put LOCAL... [REMOTE]")
-        srcs, dest = transfer.split_dest(args)
-        opts = self._options(flags)
-        jobs = await transfer.plan_put(self.remote, srcs, dest, opts.recursive)
-
-        async def one(job: transfer.Job, o: transfer.Options, p: transfer.Progress,
-                      r: transfer.Report) -> None:  # fmt: skip
-            await transfer.put_file(self.remote, job.src, job.dst, o, p, r)
-
-        report = await transfer.run_jobs(jobs, one, opts, sys.stderr.isatty())
-        print(f"uploaded {report.files} file(s), {report.bytes:,} bytes")
+        await self._transfer(True, flags, args)
 
     async def get(self, flags: set[str], args: list[str]) -> None:
+        await self._transfer(False, flags, args)
+
+    async def _transfer(self, upload: bool, flags: set[str], args: list[str]) -> None:
         if not args:
-            raise XferError(2, "usage: get REMOTE... [LOCAL]")
-        srcs, dest = transfer.split_dest(args)
+            verb = "put LOCAL... [REMOTE]" if upload else "get REMOTE... [LOCAL]"
+            raise XferError(2, f"usage: {verb}")
         opts = self._options(flags)
-        jobs = await transfer.plan_get(self.remote, srcs, dest, opts.recursive)
-
-        async def one(job: transfer.Job, o: transfer.Options, p: transfer.Progress,
-                      r: transfer.Report) -> None:  # fmt: skip
-            await transfer.get_file(self.remote, job.src, job.dst, o, p, r)
-
-        report = await transfer.run_jobs(jobs, one, opts, sys.stderr.isatty())
-        print(f"downloaded {report.files} file(s), {report.bytes:,} bytes")
+        report = await transfer.transfer_many(self.remote, upload, args, opts, sys.stderr.isatty())
+        done = "uploaded" if upload else "downloaded"
+        print(f"{done} {report.files} file(s), {report.bytes:,} bytes")
 
     async def dir(self, flags: set[str], args: list[str]) -> None:
         entries = await self.remote.listdir(args[0] if args else "")

@@ -148,23 +148,41 @@ async def _verify(remote: Remote, rpath: str, lpath: str, report: Report) -> boo
 # -- upload --------------------------------------------------------------------
 
 
-async def put_file(
-    remote: Remote, lpath: str, rpath: str, opts: Options, progress: Progress, report: Report
-) -> None:
-    size = os.stat(lpath).st_size
+StartFn = Callable[[bool], Awaitable[int]]
+MoveFn = Callable[[int], Awaitable[None]]
+
+
+async def _transfer(
+    verb: str, rpath: str, lpath: str, size: int, start_at: StartFn, move: MoveFn,
+    remote: Remote, opts: Options, report: Report,
+) -> None:  # fmt: skip
+    """Move one file from a (proven) start offset, verify, and restart from zero once
+    when a resumed file does not verify."""
     for attempt in (1, 2):
-        start = await _upload_start(
-            remote, lpath, rpath, size, opts.resume and attempt == 1, report
-        )
-        await _upload(remote, lpath, rpath, start, size, opts, progress)
+        start = await start_at(opts.resume and attempt == 1)
+        await move(start)
         if not opts.verify or await _verify(remote, rpath, lpath, report):
             report.files += 1
             report.bytes += size - start
             report.resumed_from += start
             return
         if start == 0 or attempt == 2:
-            raise XferError(CHECKSUM, f"{rpath}: checksum mismatch after upload")
-        warn(f"{rpath}: checksum mismatch after resuming; uploading again from zero")
+            raise XferError(CHECKSUM, f"{rpath}: checksum mismatch after {verb}")
+        warn(f"{rpath}: checksum mismatch after resuming; {verb} again from zero")
+
+
+async def put_file(
+    remote: Remote, lpath: str, rpath: str, opts: Options, progress: Progress, report: Report
+) -> None:
+    size = os.stat(lpath).st_size
+
+    async def start_at(resume: bool) -> int:
+        return await _upload_start(remote, lpath, rpath, size, resume, report)
+
+    async def move(start: int) -> None:
+        await _upload(remote, lpath, rpath, start, size, opts, progress)
+
+    await _transfer("upload", rpath, lpath, size, start_at, move, remote, opts, report)
 
 
 async def _upload_start(
@@ -219,19 +237,14 @@ async def get_file(
     remote: Remote, rpath: str, lpath: str, opts: Options, progress: Progress, report: Report
 ) -> None:
     size = (await remote.sftp.stat(rpath)).size or 0
-    for attempt in (1, 2):
-        start = await _download_start(
-            remote, rpath, lpath, size, opts.resume and attempt == 1, report
-        )
+
+    async def start_at(resume: bool) -> int:
+        return await _download_start(remote, rpath, lpath, size, resume, report)
+
+    async def move(start: int) -> None:
         await _download(remote, rpath, lpath, start, size, opts, progress)
-        if not opts.verify or await _verify(remote, rpath, lpath, report):
-            report.files += 1
-            report.bytes += size - start
-            report.resumed_from += start
-            return
-        if start == 0 or attempt == 2:
-            raise XferError(CHECKSUM, f"{rpath}: checksum mismatch after download")
-        warn(f"{rpath}: checksum mismatch after resuming; downloading again from zero")
+
+    await _transfer("download", rpath, lpath, size, start_at, move, remote, opts, report)
 
 
 async def _download_start(
@@ -404,3 +417,18 @@ async def _walk(remote: Remote, top: str) -> AsyncIterator[tuple[str, list[tuple
             elif n.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
                 files.append((name, n.attrs.size or 0))
         yield d, files
+
+
+async def transfer_many(
+    remote: Remote, upload: bool, args: list[str], opts: Options, show_progress: bool
+) -> Report:
+    """``put``/``get`` with ``SRC... [DEST]`` as the CLI and the shell both take them."""
+    sources, dest = split_dest(args)
+    plan = plan_put if upload else plan_get
+    jobs = await plan(remote, sources, dest, opts.recursive)
+    move = put_file if upload else get_file
+
+    async def one(job: Job, o: Options, p: Progress, r: Report) -> None:
+        await move(remote, job.src, job.dst, o, p, r)
+
+    return await run_jobs(jobs, one, opts, show_progress)
