@@ -18,6 +18,7 @@ from typing import Any
 import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
+from sftpd.sshtweaks import skip_cbc_countermeasure
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
 
@@ -84,6 +85,9 @@ class _Client(asyncssh.SSHClient):
         self.refusal: XferError | None = None
         self.new_key: tuple[str, asyncssh.SSHKey] | None = None
         self._password_tries = 0
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        skip_cbc_countermeasure(conn)
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey

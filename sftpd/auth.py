@@ -23,6 +23,7 @@ from sftpd.core.session import Session
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
 from sftpd.sftp import SftpdServer
+from sftpd.sshtweaks import skip_cbc_countermeasure
 from sftpd.store import UserRecord
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Connection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        skip_cbc_countermeasure(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.addr = str(peer[0])
         self.service.connections.add(self)
