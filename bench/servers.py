@@ -142,6 +142,8 @@ def start_sftpd(tmp: Path, client_pub: Path, workers: int | None = None) -> Serv
         "warning",
         "--max-sessions-per-user",
         "0",
+        "--max-connections-per-address",
+        "0",
         "--idle-timeout",
         "0",
     ]

@@ -24,7 +24,7 @@ from sftpd.logs import audit
 from sftpd.passwords import verify_password
 from sftpd.sftp import SftpdServer
 from sftpd.sshtweaks import skip_cbc_countermeasure
-from sftpd.store import UserRecord
+from sftpd.store import StoreUnavailable, UserRecord
 
 if TYPE_CHECKING:
     from sftpd.server import Service
@@ -62,6 +62,12 @@ class Connection(asyncssh.SSHServer):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded: dict[str, tuple[UserRecord | None]] = {}
+        self._conn_id = service.new_connection_id()
+        self._admission: asyncio.Task[bool] | None = None
+        # Resolved once the login is admitted (True) or refused (False); channels wait on it.
+        self._session_ok: asyncio.Future[bool] | None = None
+        self._registered = False
+        self._password_failures = 0
         self.closed = asyncio.Event()
 
     # -- connection lifecycle --------------------------------------------------
@@ -72,6 +78,39 @@ class Connection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.addr = str(peer[0])
         self.service.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._admission = loop.create_task(self._admit())
+        self._session_ok = loop.create_future()
+
+    async def _admit(self) -> bool:
+        """Refuse a blocked address or one over its connection limit, before any login."""
+        service = self.service
+        try:
+            if await service.defender.is_blocked(self.addr):
+                log.debug("blocked address refused", extra={"addr": self.addr})
+                self.close("Too many login failures from your address; try again later")
+                return False
+            self._registered = await service.store.open_connection(
+                self._conn_id,
+                service.holder,
+                self.addr,
+                service.settings.max_connections_per_address,
+            )
+        except StoreUnavailable as exc:
+            log.error("cannot admit connection", extra={"addr": self.addr, "error": str(exc)})
+            self.close("Service temporarily unavailable")
+            return False
+        if not self._registered:
+            audit(
+                "connection refused",
+                event="connection",
+                level=logging.WARNING,
+                addr=self.addr,
+                outcome="refused",
+                reason="too many connections from this address",
+            )
+            self.close("Too many connections from your address")
+        return self._registered
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.connections.discard(self)
@@ -79,8 +118,15 @@ class Connection(asyncssh.SSHServer):
         self.closed.set()
         if self._idle_timer:
             self._idle_timer.cancel()
+        if self._admission is not None and not self._admission.done():
+            self._admission.cancel()
+        self._admit_sessions(False)
+        if self._registered:
+            self.service.background(self.service.store.close_connection(self._conn_id))
+        if not self._authenticated and self._failures and not self._password_failures:
+            # Offered only keys (or names) that did not work: one strike per connection.
+            self.service.background(self.service.defender.failure(self.addr, self.username))
         if self._authenticated:
-            self.service.session_ended(self.username)
             log.info(
                 "logout",
                 extra={"event": "logout", "user": self.username, "addr": self.addr},
@@ -97,8 +143,11 @@ class Connection(asyncssh.SSHServer):
 
     # -- authentication ------------------------------------------------------
 
-    def begin_auth(self, username: str) -> bool:
+    async def begin_auth(self, username: str) -> bool:
         self.username = username
+        if self._admission is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._admission)
         return True
 
     def password_auth_supported(self) -> bool:
@@ -110,21 +159,46 @@ class Connection(asyncssh.SSHServer):
     async def _load(self, username: str) -> UserRecord | None:
         """The user as stored, read once per connection attempt (a key is validated twice:
         when offered and when signed)."""
-        if not USERNAME_RE.match(username):
+        if not USERNAME_RE.match(username) or not self._admitted():
             return None
         cached = self._loaded.get(username)
         if cached is None:
-            cached = self._loaded[username] = (await self.service.store.get_user(username),)
+            try:
+                cached = self._loaded[username] = (await self.service.store.get_user(username),)
+            except StoreUnavailable as exc:
+                log.error("cannot read user", extra={"user": username, "error": str(exc)})
+                self.close("Service temporarily unavailable")
+                return None
         return cached[0]
+
+    def _admitted(self) -> bool:
+        task = self._admission
+        return task is None or (task.done() and not task.cancelled() and task.result())
 
     async def validate_password(self, username: str, password: str) -> bool:
         user = await self._load(username)
         ok = await verify_password(user.password_hash if user else None, password)
         if not ok:
             reason = "unknown user" if user is None else "wrong password"
-            return self._failed(username, "password", reason)
+            self._failed(username, "password", reason)
+            await self._strike(username)
+            return False
         assert user is not None
         return self._accept(user, "password")
+
+    async def _strike(self, username: str) -> None:
+        """Count a password failure against the address; answer late, or drop a blocked one."""
+        self._password_failures += 1
+        try:
+            strike = await self.service.defender.failure(self.addr, username)
+        except StoreUnavailable:
+            return
+        if strike.banned_until:
+            self.close("Too many login failures from your address; try again later")
+            return
+        delay = self.service.defender.delay(strike)
+        if delay:
+            await asyncio.sleep(delay)
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         user = await self._load(username)
@@ -168,10 +242,18 @@ class Connection(asyncssh.SSHServer):
             self.close("Too many authentication failures")
         return False
 
-    def auth_completed(self) -> None:
+    async def auth_completed(self) -> None:
         user = self._user
         assert user is not None
-        if not self.service.session_started(user.name):
+        try:
+            ok = await self.service.store.start_session(
+                self._conn_id, user.name, self.service.settings.max_sessions_per_user
+            )
+        except StoreUnavailable as exc:
+            log.error("cannot start session", extra={"user": user.name, "error": str(exc)})
+            self.close("Service temporarily unavailable")
+            return
+        if not ok:
             audit(
                 "login refused",
                 event="login",
@@ -199,13 +281,24 @@ class Connection(asyncssh.SSHServer):
             method=self._method,
             outcome="ok",
         )
+        self._admit_sessions(True)
         self.touch()
 
     # -- sessions ------------------------------------------------------------
 
-    def session_requested(self) -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
+    def _admit_sessions(self, ok: bool) -> None:
+        if self._session_ok is not None and not self._session_ok.done():
+            self._session_ok.set_result(ok)
+
+    async def session_requested(self) -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
+        """A session channel opens only once the login is admitted (the session limit
+        is checked in the store after asyncssh has already reported success)."""
         from sftpd.channels import ChannelSession
 
+        if self._session_ok is None or not await self._session_ok:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "Session refused"
+            )
         return ChannelSession(self)
 
     def new_sftp_server(self, chan: asyncssh.SSHServerChannel) -> SftpdServer:  # type: ignore[type-arg]

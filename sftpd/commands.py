@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -42,8 +43,12 @@ app = typer.Typer(
 user_app = typer.Typer(help="Manage users (works while the server runs).", no_args_is_help=True)
 key_app = typer.Typer(help="Manage a user's public keys.", no_args_is_help=True)
 quota_app = typer.Typer(help="Usage and quotas.", no_args_is_help=True)
+defender_app = typer.Typer(
+    help="Client addresses blocked after repeated login failures.", no_args_is_help=True
+)
 app.add_typer(user_app, name="user")
 app.add_typer(quota_app, name="quota")
+app.add_typer(defender_app, name="defender")
 user_app.add_typer(key_app, name="key")
 
 ConfigOpt = Annotated[
@@ -180,6 +185,18 @@ def serve_cmd(
         float | None, typer.Option(help="Idle seconds, 0 = never [900].")
     ] = None,
     max_sessions_per_user: Annotated[int | None, typer.Option(help="0 = unlimited [10].")] = None,
+    max_connections_per_address: Annotated[
+        int | None, typer.Option(help="Connections per client address, 0 = unlimited [20].")
+    ] = None,
+    defender_max_failures: Annotated[
+        int | None, typer.Option(help="Login failures that block an address, 0 = never [10].")
+    ] = None,
+    defender_window: Annotated[
+        float | None, typer.Option(help="Seconds failures are counted over [300].")
+    ] = None,
+    defender_ban_time: Annotated[
+        float | None, typer.Option(help="Seconds an address stays blocked [900].")
+    ] = None,
     log_format: Annotated[str | None, typer.Option(help="text | json.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
     workers: Annotated[
@@ -198,6 +215,10 @@ def serve_cmd(
         max_auth_attempts=max_auth_attempts,
         idle_timeout=idle_timeout,
         max_sessions_per_user=max_sessions_per_user,
+        max_connections_per_address=max_connections_per_address,
+        defender_max_failures=defender_max_failures,
+        defender_window=defender_window,
+        defender_ban_time=defender_ban_time,
         log_format=log_format,
         log_level=log_level,
         workers=workers,
@@ -433,6 +454,31 @@ def key_del(name: str, fingerprint: str) -> None:
     if not with_store(lambda s, _c: s.delete_key(name, fingerprint)):
         fail(f"{name} has no key {fingerprint}")
     typer.echo(f"removed key {fingerprint} from {name}")
+
+
+@defender_app.command("list")
+def defender_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Addresses with login failures on record, and which are blocked until when."""
+    now = time.time()
+    bans = with_store(lambda s, _c: s.bans(now))
+    if json_out:
+        typer.echo(json.dumps([vars(b) for b in bans]))
+        return
+    for b in bans:
+        state = (
+            "blocked until " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.banned_until))
+            if b.banned_until
+            else "not blocked"
+        )
+        typer.echo(f"{b.addr}  {b.failures} failures  {state}")
+
+
+@defender_app.command("unblock")
+def defender_unblock(addr: str) -> None:
+    """Forget an address's failures and lift its block (on every worker and node)."""
+    if not with_store(lambda s, _c: s.unban(addr)):
+        fail(f"{addr} has no failures on record")
+    typer.echo(f"unblocked {addr}")
 
 
 def main() -> None:

@@ -35,6 +35,10 @@ class Settings:
     max_auth_attempts: int = 6
     idle_timeout: float = 900.0
     max_sessions_per_user: int = 10
+    max_connections_per_address: int = 20
+    defender_max_failures: int = 10  # 0: never block
+    defender_window: float = 300.0
+    defender_ban_time: float = 900.0
     log_format: str = "text"
     log_level: str = "info"
     workers: int = 0  # 0: one per core
@@ -70,12 +74,18 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(str(value))
         if name == "default_quota":
             return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
-        if name in ("login_grace_time", "idle_timeout"):
+        if name in ("login_grace_time", "idle_timeout", "defender_window", "defender_ban_time"):
             seconds = float(value)
             if seconds < 0:
                 raise ValueError("must be >= 0")
             return seconds
-        if name in ("max_auth_attempts", "max_sessions_per_user", "workers"):
+        if name in (
+            "max_auth_attempts",
+            "max_sessions_per_user",
+            "max_connections_per_address",
+            "defender_max_failures",
+            "workers",
+        ):
             count = int(value)
             if count < 0 or (name == "max_auth_attempts" and count == 0):
                 raise ValueError("must be a positive number")

@@ -6,17 +6,18 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import itertools
 import logging
 import os
 import signal
-from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from sftpd.config import ConfigError, Settings
 from sftpd.core.quota import QuotaLedger
+from sftpd.defender import Defender
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
 from sftpd.reconcile import new_holder_id, reconcile_dead_holders
 from sftpd.store import Store, StoreError, open_store
@@ -60,7 +61,9 @@ class Service:
         self.store = store
         self.holder = new_holder_id()
         self.connections: set[Connection] = set()
-        self._sessions: Counter[str] = Counter()
+        self.defender = Defender(store, settings)
+        self._connection_ids = itertools.count(1)
+        self._background: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._ledgers: dict[str, QuotaLedger] = {}
         self._trim_timer: asyncio.TimerHandle | None = None
@@ -85,18 +88,20 @@ class Service:
         loop = asyncio.get_running_loop()
         self._trim_timer = loop.call_later(TRIM_DELAY, _malloc_trim)
 
-    def session_started(self, user: str) -> bool:
-        """Count a new authenticated connection; False when the user is at the limit."""
-        limit = self.settings.max_sessions_per_user
-        if limit and self._sessions[user] >= limit:
-            return False
-        self._sessions[user] += 1
-        return True
+    def new_connection_id(self) -> str:
+        """Unique across processes and nodes: this process's holder id and a counter."""
+        return f"{self.holder}:{next(self._connection_ids)}"
 
-    def session_ended(self, user: str) -> None:
-        self._sessions[user] -= 1
-        if self._sessions[user] <= 0:
-            del self._sessions[user]
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run bookkeeping that outlives a connection; ``stop`` waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("bookkeeping failed", extra={"error": str(task.exception())})
 
     @property
     def ports(self) -> list[tuple[str, int]]:
@@ -155,6 +160,8 @@ class Service:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        while self._background:
+            await asyncio.wait(list(self._background), timeout=DRAIN_SECONDS)
 
 
 def check_data_dir(settings: Settings) -> None:

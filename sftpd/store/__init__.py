@@ -24,6 +24,10 @@ class StoreError(Exception):
     """The store refused an operation (e.g. a duplicate user); message is user-facing."""
 
 
+class StoreUnavailable(StoreError):
+    """The database could not be reached or stayed locked past the busy timeout."""
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     fingerprint: str  # SHA256:... as OpenSSH prints it
@@ -42,6 +46,22 @@ class UserRecord:
     used_bytes: int = 0
     used_files: int = 0
     max_files: int | None = None  # None or 0: no limit
+
+
+@dataclass(frozen=True)
+class Strike:
+    """An address's standing after one more authentication failure."""
+
+    failures: int  # within the current observation window
+    banned_until: float  # epoch seconds; 0 = not blocked
+    newly_banned: bool  # this failure is the one that blocked it
+
+
+@dataclass(frozen=True)
+class Ban:
+    addr: str
+    failures: int
+    banned_until: float
 
 
 @dataclass(frozen=True)
@@ -110,12 +130,38 @@ class Store(Protocol):
         """Store a scan result, unless anything changed or was reserved since ``if_activity``."""
 
     async def holders(self) -> list[str]:
-        """Every holder that has a reservation outstanding."""
+        """Every holder that has a reservation or a connection on record."""
 
     async def drop_holder(self, holder: str) -> list[str]:
-        """Delete a dead holder's reservations; the users that had some."""
+        """Delete a dead holder's reservations and connections; the users with reservations."""
 
     async def delete_key(self, name: str, fingerprint: str) -> bool: ...
+
+    # -- shared defences (see sftpd/defender.py) ------------------------------------
+
+    async def record_failure(
+        self, addr: str, now: float, window: float, threshold: int, ban_time: float
+    ) -> Strike:
+        """Count one failure for ``addr`` and block it for ``ban_time`` at ``threshold``.
+
+        Failures older than ``window`` seconds are forgotten. One transaction.
+        """
+
+    async def banned_until(self, addr: str) -> float:
+        """Until when ``addr`` is blocked (epoch seconds), 0 if it is not."""
+
+    async def bans(self, now: float) -> list[Ban]:
+        """Addresses blocked now, or with failures on record."""
+
+    async def unban(self, addr: str) -> bool: ...
+
+    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
+        """Register a connection; False (and nothing stored) if ``addr`` has ``limit``."""
+
+    async def start_session(self, conn_id: str, user: str, limit: int) -> bool:
+        """Mark the connection authenticated; False if ``user`` already has ``limit``."""
+
+    async def close_connection(self, conn_id: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -133,4 +179,14 @@ async def open_store(url: str) -> Store:
     return await SqliteStore.open(Path(path))
 
 
-__all__ = ["KeyRecord", "Store", "StoreError", "Usage", "UserRecord", "open_store"]
+__all__ = [
+    "Ban",
+    "KeyRecord",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Strike",
+    "Usage",
+    "UserRecord",
+    "open_store",
+]

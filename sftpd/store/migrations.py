@@ -42,3 +42,28 @@ SQLITE_STEPS.append(
     );
     """
 )
+
+SQLITE_STEPS.append(
+    # 3: shared defences. defender: authentication failures per client address within an
+    # observation window, and until when the address is blocked. connections: every live
+    # connection of every server process (holder), so the per-address and per-user limits
+    # hold across worker processes and nodes; rows of a dead holder are dropped at start.
+    """
+    CREATE TABLE defender (
+        addr         TEXT PRIMARY KEY,
+        failures     INTEGER NOT NULL,
+        window_start REAL NOT NULL,
+        banned_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE connections (
+        id      TEXT PRIMARY KEY,
+        holder  TEXT NOT NULL,
+        addr    TEXT NOT NULL,
+        user    TEXT,
+        started REAL NOT NULL
+    );
+    CREATE INDEX connections_addr ON connections (addr);
+    CREATE INDEX connections_user ON connections (user);
+    CREATE INDEX connections_holder ON connections (holder);
+    """
+)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sftpd.store import KeyRecord, StoreError, Usage, UserRecord
+from sftpd.store import Ban, KeyRecord, StoreError, StoreUnavailable, Strike, Usage, UserRecord
 from sftpd.store.migrations import SQLITE_STEPS
 
 T = TypeVar("T")
@@ -52,7 +52,10 @@ class SqliteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             with self._lock:
-                return fn(self._conn)
+                try:
+                    return fn(self._conn)
+                except sqlite3.OperationalError as exc:
+                    raise StoreUnavailable(f"database unavailable: {exc}") from None
 
         return await asyncio.to_thread(call)
 
@@ -185,7 +188,12 @@ class SqliteStore:
 
     async def holders(self) -> list[str]:
         return await self._run(
-            lambda c: [r[0] for r in c.execute("SELECT DISTINCT holder FROM reservations")]
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT holder FROM reservations UNION SELECT holder FROM connections"
+                )
+            ]
         )
 
     async def drop_holder(self, holder: str) -> list[str]:
@@ -196,6 +204,7 @@ class SqliteStore:
                     for r in c.execute("SELECT user FROM reservations WHERE holder=?", (holder,))
                 ]
                 c.execute("DELETE FROM reservations WHERE holder=?", (holder,))
+                c.execute("DELETE FROM connections WHERE holder=?", (holder,))
                 return users
 
         return await self._run(q)
@@ -213,6 +222,93 @@ class SqliteStore:
         return await self._update(
             "DELETE FROM user_keys WHERE user=? AND fingerprint=?", (name, fingerprint)
         )
+
+    # -- shared defences -------------------------------------------------------------
+
+    async def record_failure(
+        self, addr: str, now: float, window: float, threshold: int, ban_time: float
+    ) -> Strike:
+        def q(c: sqlite3.Connection) -> Strike:
+            with _transaction(c):
+                # Forget addresses that are neither blocked nor inside a window.
+                c.execute(
+                    "DELETE FROM defender WHERE banned_until < ? AND window_start < ?",
+                    (now, now - window),
+                )
+                row = c.execute(
+                    "SELECT failures, window_start, banned_until FROM defender WHERE addr=?",
+                    (addr,),
+                ).fetchone()
+                failures, start, until = row if row else (0, now, 0.0)
+                if start < now - window:
+                    failures, start = 0, now
+                failures += 1
+                newly = bool(threshold) and failures >= threshold and until < now
+                if newly:
+                    until = now + ban_time
+                c.execute(
+                    "INSERT INTO defender (addr, failures, window_start, banned_until)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (addr) DO UPDATE SET"
+                    " failures=excluded.failures, window_start=excluded.window_start,"
+                    " banned_until=excluded.banned_until",
+                    (addr, failures, start, until),
+                )
+                return Strike(failures, until if until >= now else 0.0, newly)
+
+        return await self._run(q)
+
+    async def banned_until(self, addr: str) -> float:
+        def q(c: sqlite3.Connection) -> float:
+            row = c.execute("SELECT banned_until FROM defender WHERE addr=?", (addr,)).fetchone()
+            return float(row[0]) if row and row[0] > time.time() else 0.0
+
+        return await self._run(q)
+
+    async def bans(self, now: float) -> list[Ban]:
+        def q(c: sqlite3.Connection) -> list[Ban]:
+            rows = c.execute(
+                "SELECT addr, failures, banned_until FROM defender ORDER BY addr"
+            ).fetchall()
+            return [Ban(a, f, u if u > now else 0.0) for a, f, u in rows]
+
+        return await self._run(q)
+
+    async def unban(self, addr: str) -> bool:
+        return await self._update("DELETE FROM defender WHERE addr=?", (addr,))
+
+    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                if limit:
+                    (count,) = c.execute(
+                        "SELECT count(*) FROM connections WHERE addr=?", (addr,)
+                    ).fetchone()
+                    if count >= limit:
+                        return False
+                c.execute(
+                    "INSERT INTO connections (id, holder, addr, started) VALUES (?, ?, ?, ?)",
+                    (conn_id, holder, addr, time.time()),
+                )
+                return True
+
+        return await self._run(q)
+
+    async def start_session(self, conn_id: str, user: str, limit: int) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                if limit:
+                    (count,) = c.execute(
+                        "SELECT count(*) FROM connections WHERE user=?", (user,)
+                    ).fetchone()
+                    if count >= limit:
+                        return False
+                c.execute("UPDATE connections SET user=? WHERE id=?", (user, conn_id))
+                return True
+
+        return await self._run(q)
+
+    async def close_connection(self, conn_id: str) -> None:
+        await self._update("DELETE FROM connections WHERE id=?", (conn_id,))
 
     async def _update(self, sql: str, args: tuple[object, ...]) -> bool:
         return await self._run(lambda c: c.execute(sql, args).rowcount > 0)

@@ -78,3 +78,56 @@ async def test_workers_share_the_port_and_the_quota(tmp_path: Path) -> None:
         code, err = server.stop()
     assert code == 0, err
     assert err.count("stopped") == 2
+
+
+async def test_session_and_address_limits_hold_across_workers(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert run(tmp_path, "user", "add", "sam", "--key", f"{key}.pub").returncode == 0
+    server = Serve(
+        tmp_path, "--no-demo", "--workers", "2", "--max-sessions-per-user", "3",
+        "--max-connections-per-address", "5",
+    )  # fmt: skip
+    hosts = known_hosts(tmp_path, server.port)
+
+    async def session(source: str) -> asyncssh.SSHClientConnection | None:
+        try:
+            conn = await asyncssh.connect(
+                "127.0.0.1", server.port, username="sam", client_keys=[str(key)],
+                known_hosts=str(hosts), agent_path=None, local_addr=(source, 0),
+            )  # fmt: skip
+            await conn.run("sp", check=True)  # refused sessions are dropped by now
+            return conn
+        except (asyncssh.Error, OSError):
+            return None
+
+    try:
+        # 8 sessions from 8 addresses: the per-user limit of 3 holds in total, not per worker.
+        user_conns = [await session(f"127.0.1.{i}") for i in range(8)]
+        assert sum(c is not None for c in user_conns) == 3
+        for c in user_conns:
+            if c is not None:
+                c.close()
+        await asyncio.sleep(0.3)
+        # 8 raw connections from one address: 5 are kept, the rest dropped at once.
+        raw = [
+            await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.2.1", 0))
+            for _ in range(8)
+        ]
+
+        async def kept(reader: asyncio.StreamReader) -> bool:
+            try:  # a refused connection is closed at once; an admitted one waits for us
+                await asyncio.wait_for(reader.read(), 1.5)
+            except TimeoutError:
+                return True
+            except ConnectionError:
+                pass
+            return False
+
+        alive = sum(await asyncio.gather(*(kept(r) for r, _ in raw)))
+        for _, writer in raw:
+            writer.close()
+        assert alive == 5
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
