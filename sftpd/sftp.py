@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_NAME, FXP_WRITE
+from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_NAME, FXP_OPEN, FXP_OPENDIR, FXP_WRITE
 from asyncssh.packet import SSHPacket, String
 from asyncssh.sftp import (
     SFTPHandler,
@@ -343,6 +343,19 @@ class SftpdHandler(SFTPServerHandler):
         packet.check_end()
         return SFTPLimits(MAX_PACKET_LEN, MAX_READ_LEN, MAX_WRITE_LEN, MAX_OPEN_HANDLES)
 
+    def _check_handles(self) -> None:
+        """One limit for file and directory handles together: each holds a descriptor."""
+        if len(self._file_handles) + len(self._dir_handles) >= MAX_OPEN_HANDLES:
+            raise asyncssh.SFTPFailure(f"too many open handles (limit {MAX_OPEN_HANDLES})")
+
+    async def _process_open_limited(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        return await SFTPServerHandler._process_open(self, packet)
+
+    async def _process_opendir_limited(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        return await SFTPServerHandler._process_opendir(self, packet)
+
     async def _process_write_lenient(self, packet: SSHPacket) -> int:
         """WRITE without the trailing-bytes check: rclone 1.60 pads its last write.
 
@@ -409,6 +422,8 @@ class SftpdHandler(SFTPServerHandler):
 
     _packet_handlers: dict[int | bytes, Any] = {  # noqa: RUF012
         **SFTPServerHandler._packet_handlers,
+        FXP_OPEN: _process_open_limited,
+        FXP_OPENDIR: _process_opendir_limited,
         FXP_WRITE: _process_write_lenient,
         b"limits@openssh.com": _process_limits,
         b"expand-path@openssh.com": _process_expand_path,
