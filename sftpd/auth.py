@@ -97,9 +97,13 @@ class Connection(asyncssh.SSHServer):
                 service.settings.max_connections_per_address,
             )
         except StoreUnavailable as exc:
-            log.error("cannot admit connection", extra={"addr": self.addr, "error": str(exc)})
-            self.close("Service temporarily unavailable")
-            return False
+            # Fail open: the limits are for fairness, and a full or locked database must
+            # not lock every user out. Blocks are still read; logins still checked.
+            log.error(
+                "connection admitted without bookkeeping",
+                extra={"addr": self.addr, "error": str(exc)},
+            )
+            return True
         if not self._registered:
             audit(
                 "connection refused",
@@ -122,7 +126,7 @@ class Connection(asyncssh.SSHServer):
             self._admission.cancel()
         self._admit_sessions(False)
         if self._registered:
-            self.service.background(self.service.store.close_connection(self._conn_id))
+            self.service.background(self.service.forget_connection(self._conn_id))
         if not self._authenticated and self._failures and not self._password_failures:
             # Offered only keys (or names) that did not work: one strike per connection.
             self.service.background(self.service.defender.failure(self.addr, self.username))
@@ -250,9 +254,10 @@ class Connection(asyncssh.SSHServer):
                 self._conn_id, user.name, self.service.settings.max_sessions_per_user
             )
         except StoreUnavailable as exc:
-            log.error("cannot start session", extra={"user": user.name, "error": str(exc)})
-            self.close("Service temporarily unavailable")
-            return
+            log.error(
+                "session admitted without bookkeeping", extra={"user": user.name, "error": str(exc)}
+            )
+            ok = True
         if not ok:
             audit(
                 "login refused",

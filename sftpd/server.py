@@ -20,7 +20,7 @@ from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
 from sftpd.reconcile import new_holder_id, reconcile_dead_holders
-from sftpd.store import Store, StoreError, open_store
+from sftpd.store import Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
     from sftpd.auth import Connection
@@ -46,6 +46,7 @@ CIPHERS = [
 ]
 DRAIN_SECONDS = 10.0
 TRIM_DELAY = 2.0
+FORGET_GIVE_UP = 60.0  # seconds of backoff before a connection row is left to the next start
 
 
 def _malloc_trim() -> None:
@@ -91,6 +92,20 @@ class Service:
     def new_connection_id(self) -> str:
         """Unique across processes and nodes: this process's holder id and a counter."""
         return f"{self.holder}:{next(self._connection_ids)}"
+
+    async def forget_connection(self, conn_id: str) -> None:
+        """Drop a closed connection's row, retrying while the store is unavailable
+        (a full disk, a long lock); a row left behind would hold a slot until restart."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.close_connection(conn_id)
+                return
+            except StoreUnavailable:
+                if delay > FORGET_GIVE_UP:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that outlives a connection; ``stop`` waits for it."""
@@ -160,8 +175,10 @@ class Service:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        while self._background:
-            await asyncio.wait(list(self._background), timeout=DRAIN_SECONDS)
+        if self._background:
+            _, pending = await asyncio.wait(list(self._background), timeout=DRAIN_SECONDS)
+            for task in pending:
+                task.cancel()
 
 
 def check_data_dir(settings: Settings) -> None:
