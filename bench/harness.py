@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -27,6 +28,8 @@ class Sizes:
     idle_sessions: int  # workload 6
     hash_size: int  # workload 8
     reps: int
+    load_sessions: int = 64  # workload 9
+    load_seconds: float = 10.0
 
     @classmethod
     def full(cls) -> Sizes:
@@ -34,7 +37,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(32 * MiB, 100, 4, 8 * MiB, 2.0, 40, 32 * MiB, 1)
+        return cls(32 * MiB, 100, 4, 8 * MiB, 2.0, 40, 32 * MiB, 1, 8, 2.0)
 
 
 @dataclass
@@ -199,6 +202,7 @@ class Bench:
                 self.concurrent(server)
                 self.logins(server)
                 self.hashing(server)
+                self.latency(server)
                 server.clean()
         for server in self.servers:
             progress(f"idle sessions: {server.name}")
@@ -290,6 +294,34 @@ class Bench:
         self.row("5. logins (key + stat, 8 parallel)", "logins/s", True).add(
             server.name, float(r.stdout)
         )
+
+    def latency(self, server: Server) -> None:
+        """p99 of stat and ls while other sessions churn small files and upload."""
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "mixed",
+                str(server.port),
+                server.user,
+                str(self.key),
+                str(self.sizes.load_seconds),
+                str(self.sizes.load_sessions),
+                server.remote("load"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(r.stdout)
+        if result["errors"]:
+            raise RuntimeError(f"mixed load on {server.name} failed: {result['error_samples']}")
+        n = self.sizes.load_sessions
+        for op in ("stat", "ls"):
+            self.row(f"9. {op} p99 under load ({n} sessions)", "ms", False).add(
+                server.name, result[f"{op}_p99_ms"]
+            )
 
     def hashing(self, server: Server) -> None:
         if not server.exec_ok:
