@@ -310,7 +310,9 @@ class Connection(asyncssh.SSHServer):
         assert self._user is not None
         name = self._user.name
         home = self.service.settings.homes_dir / name
-        return SftpdServer(chan, Session(name, str(home), self.service.ledger(name)), self.touch)
+        return SftpdServer(
+            chan, Session(name, str(home), self.service.ledger(name), self.addr), self.touch
+        )
 
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})

@@ -179,6 +179,7 @@ class SftpdServer(asyncssh.SFTPServer):
                 event="quota",
                 level=logging.WARNING,
                 user=self.session.user,
+                addr=self.session.addr,
                 reason=exc.message,
             )
             raise to_sftp_error(exc) from None

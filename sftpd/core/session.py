@@ -52,8 +52,9 @@ class UsageReport:
 class Session:
     """One authenticated user's file operations, all confined to their home."""
 
-    def __init__(self, user: str, home: str, ledger: QuotaLedger) -> None:
+    def __init__(self, user: str, home: str, ledger: QuotaLedger, addr: str = "local") -> None:
         self.user = user
+        self.addr = addr  # the client's address, for audit lines
         self.jail = Jail(home)
         self.ledger = ledger
         ledger.session_opened()
@@ -75,7 +76,13 @@ class Session:
         except OutsideHome as exc:
             audit.warning(
                 "confinement violation attempt",
-                extra={"event": "confinement", "user": self.user, "op": op, "reason": exc.message},
+                extra={
+                    "event": "confinement",
+                    "user": self.user,
+                    "addr": self.addr,
+                    "op": op,
+                    "reason": exc.message,
+                },
             )
             raise
         except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -119,3 +120,43 @@ async def test_failed_login_time_does_not_reveal_whether_the_user_exists(
         unknown.append(await failure(ghost))
     ratio = statistics.median(known) / statistics.median(unknown)
     assert 0.7 < ratio < 1.4, (known, unknown)
+
+
+async def test_security_events_are_structured_lines_with_user_address_and_reason(
+    guarded: LiveServer,
+) -> None:
+    user = guarded.add_user(quota=64 * 1024)
+    disabled = guarded.add_user(disabled=True)
+    os.symlink("/etc", user.home / "etc_link")  # only something outside sftpd can make one
+    async with connect_from(guarded, user, "127.0.0.6") as conn:
+        async with conn.start_sftp_client() as sftp:
+            with pytest.raises(asyncssh.SFTPError):
+                await sftp.stat("etc_link/passwd")
+            with pytest.raises(asyncssh.SFTPError):
+                async with sftp.open("big", "wb") as f:
+                    await f.write(b"x" * 128 * 1024)
+    with pytest.raises(REFUSED):
+        await connect_from(guarded, disabled, "127.0.0.6")
+    for _ in range(4):
+        await wrong_password(guarded, user, "127.0.0.7")
+    await guarded.logs.wait_events("defender", 1, addr="127.0.0.7")
+    wanted = {
+        ("login", "ok"): user.name,
+        ("login", "failed"): disabled.name,
+        ("confinement", None): user.name,
+        ("quota", None): user.name,
+        ("defender", "blocked"): user.name,
+    }
+    for (event, outcome), name in wanted.items():
+        found = [
+            e
+            for e in guarded.logs.events(event)
+            if e.get("user") == name and (outcome is None or e.get("outcome") == outcome)
+        ]
+        assert found, f"no {event} {outcome} line for {name}"
+        line = found[-1]
+        assert line["addr"] in ("127.0.0.6", "127.0.0.7"), line
+        if outcome != "ok":
+            assert line.get("reason"), line
+    text = guarded.logs.text()
+    assert '"event": "defender"' in text or "event=defender" in text
