@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
 from tests.conftest import LiveServer, User, start_live_server, stop_live_server
-from tests.server.test_cli import Serve, known_hosts
+from tests.server.test_cli import Serve
 from tests.stress.conftest import open_fds, report, scale
 from tests.stress.test_faults import new_user
 
@@ -125,46 +124,56 @@ async def test_1000_silent_connections_are_dropped_while_users_log_in(
     )
 
 
+@pytest.mark.timeout(600)
 async def test_idle_session_memory(tmp_path: Path) -> None:
     key = new_user(tmp_path, "ida")
     serve = Serve(
-        tmp_path, "--no-demo", "--workers", "1", "--max-sessions-per-user", "0",
-        "--max-connections-per-address", "0", "--idle-timeout", "0",
-    )  # fmt: skip
-    hosts = known_hosts(tmp_path, serve.port)
+        tmp_path,
+        "--no-demo",
+        "--workers",
+        "1",
+        "--max-sessions-per-user",
+        "0",
+        "--max-connections-per-address",
+        "0",
+        "--idle-timeout",
+        "0",
+        "--log-level",
+        "warning",
+    )  # fmt: skip  (nobody reads its log pipe: a login line each would fill it)
     count = scale(200, 1000)
 
     def pss() -> int:
         text = Path(f"/proc/{serve.proc.pid}/smaps_rollup").read_text()
         return int(next(line.split()[1] for line in text.splitlines() if line.startswith("Pss:")))
 
+    async def hold(n: int) -> asyncio.subprocess.Process:
+        """n authenticated SFTP sessions held open by another process."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.loadgen", "idle", str(serve.port), "ida", str(key),
+            str(n), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 500)).strip() == b"ready"
+        return proc
+
     try:
-        warm = [await _idle(serve.port, hosts, key) for _ in range(10)]
-        await asyncio.sleep(0.5)
+        warm = await hold(10)
+        await asyncio.sleep(2.5)  # past the server's malloc_trim debounce
         before = pss()
-        conns = []
-        for _ in range(count):
-            conns.append(await _idle(serve.port, hosts, key))
-        await asyncio.sleep(1.0)
+        idle = await hold(count)
+        await asyncio.sleep(2.5)
         after = pss()
-        for c in conns + warm:
-            c.close()
+        for proc in (idle, warm):
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await proc.wait()
     finally:
         code, err = serve.stop()
     assert code == 0, err
-    per_session = (after - before) / count
     report(
         "idle sessions",
         sessions=count,
         server_pss_mib=round(after / 1024, 1),
-        kib_per_session=round(per_session, 1),
+        kib_per_session=round((after - before) / count, 1),
     )
-
-
-async def _idle(port: int, hosts: Path, key: Path) -> asyncssh.SSHClientConnection:
-    conn = await asyncssh.connect(
-        "127.0.0.1", port, username="ida", client_keys=[str(key)], known_hosts=str(hosts),
-        agent_path=None,
-    )  # fmt: skip
-    await conn.start_sftp_client()
-    return conn

@@ -1,0 +1,142 @@
+"""Resource exhaustion: thousands of handles, a huge directory, a 10 GiB sparse file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Iterator
+
+import asyncssh
+import pytest
+
+from sftpd.core.quota import scan_home
+from sftpd.sftp import MAX_OPEN_HANDLES
+from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.stress.conftest import open_fds, report, scale
+
+GiB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    s = start_live_server(tmp_path_factory.mktemp("exhaust"), max_connections_per_address=0)
+    yield s
+    stop_live_server(s)
+
+
+async def test_handle_limit_per_session(server: LiveServer) -> None:
+    user = server.add_user()
+    for i in range(8):
+        (user.home / f"d{i}").mkdir()
+    (user.home / "f").write_bytes(b"x")
+    fds_before = open_fds()
+    tried = 3000
+    async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        handler = sftp._handler
+        opened, refusals = [], []
+        for i in range(tried):
+            try:
+                if i % 2:
+                    opened.append(("file", await handler.open(b"f", 1, asyncssh.SFTPAttrs())))
+                else:
+                    opened.append(("dir", await handler.opendir(f"d{i % 8}".encode())))
+            except asyncssh.SFTPFailure as exc:
+                refusals.append(exc.reason)
+        assert len(opened) == MAX_OPEN_HANDLES
+        assert refusals and all("too many open handles" in r for r in refusals)
+        # Another session of the same user is not affected by this one's limit.
+        async with server.connect(user) as conn2, conn2.start_sftp_client() as sftp2:
+            assert await sftp2.stat("f")
+        for _, handle in opened[:10]:
+            await handler.close(handle)
+        async with sftp.open("f", "rb") as f:  # freed handles are usable again
+            assert await f.read() == b"x"
+    for _ in range(100):
+        if open_fds() <= fds_before:
+            break
+        await asyncio.sleep(0.05)
+    assert open_fds() <= fds_before, "closing the session freed every descriptor"
+    report(
+        "open handles",
+        tried=tried,
+        granted=MAX_OPEN_HANDLES,
+        refused=len(refusals),
+        leaked_fds=open_fds() - fds_before,
+    )
+
+
+async def test_huge_directory_lists_in_pages_without_stalling_others(server: LiveServer) -> None:
+    user, other = server.add_user(), server.add_user()
+    entries = scale(30_000, 100_000)
+    big = user.home / "big"
+    big.mkdir()
+    for i in range(entries):
+        os.close(os.open(big / f"entry-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o644))
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def prober() -> None:
+        async with server.connect(other) as conn, conn.start_sftp_client() as sftp:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await sftp.stat(".")
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+    probe = asyncio.create_task(prober())
+    await asyncio.sleep(0.3)
+    t0 = time.perf_counter()
+    async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        names = await sftp.listdir("big")
+    took = time.perf_counter() - t0
+    done.set()
+    await probe
+    assert len(names) == entries + 2  # with . and ..
+    worst = max(latencies)
+    assert worst < 1.0, f"another session waited {worst:.2f} s for a stat"
+    report(
+        "huge directory",
+        entries=entries,
+        list_seconds=round(took, 1),
+        other_session_stats=len(latencies),
+        other_stat_median_ms=round(statistics.median(latencies) * 1000, 1),
+        other_stat_max_ms=round(worst * 1000, 1),
+    )
+
+
+async def test_ten_gib_sparse_file_and_absurd_offsets(server: LiveServer) -> None:
+    small = server.add_user(quota=5 * GiB)
+    roomy = server.add_user(quota=20 * GiB)
+    async with server.connect(small) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("sparse", "wb") as f:
+            with pytest.raises(asyncssh.SFTPError) as refused:
+                await f.write(b"!", 10 * GiB - 1)  # usage counts the size a file claims
+    async with server.connect(roomy) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("sparse", "wb") as f:
+            await f.write(b"!", 10 * GiB - 1)
+        attrs = await sftp.stat("sparse")
+        assert attrs.size == 10 * GiB
+        async with sftp.open("sparse", "rb") as f:
+            assert await f.read(4096, 5 * GiB) == b"\0" * 4096
+            assert await f.read(1, 10 * GiB - 1) == b"!"
+            assert await f.read(4096, 2**62) == b""  # far past the end: EOF, not an error
+        async with sftp.open("x", "wb") as f:
+            with pytest.raises(asyncssh.SFTPError):
+                await f.write(b"?", 2**63 - 1)  # past what any filesystem can hold
+    assert (roomy.home / "sparse").stat().st_blocks * 512 < 1024 * 1024  # still sparse
+    for _ in range(100):
+        usage = server.call(server.service.store.usage(roomy.name, 0))
+        assert usage is not None
+        if (usage.used, usage.files, usage.reserved) == (*scan_home(str(roomy.home)), 0):
+            break
+        await asyncio.sleep(0.05)
+    assert (usage.used, usage.files) == scan_home(str(roomy.home))
+    report(
+        "10 GiB sparse file",
+        refused_over_quota=refused.value.reason,
+        apparent_gib=10,
+        allocated_kib=(roomy.home / "sparse").stat().st_blocks // 2,
+        usage_exact=True,
+    )
