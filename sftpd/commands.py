@@ -49,6 +49,8 @@ defender_app = typer.Typer(
 app.add_typer(user_app, name="user")
 app.add_typer(quota_app, name="quota")
 app.add_typer(defender_app, name="defender")
+db_app = typer.Typer(help="The database (SQLite or PostgreSQL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 user_app.add_typer(key_app, name="key")
 
 ConfigOpt = Annotated[
@@ -61,11 +63,21 @@ KeysDirOpt = Annotated[
     Path | None, typer.Option("--keys-dir", help="Host key directory [default: ./keys].")
 ]
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="sqlite:///PATH or postgresql://USER@HOST/DB [default: sqlite in the data dir].",
+        show_default=False,
+    ),
+]
+
 
 class _Globals:
     config: Path | None = None
     data_dir: Path | None = None
     keys_dir: Path | None = None
+    db: str | None = None
 
 
 _globals = _Globals()
@@ -80,7 +92,12 @@ def settings(**flags: Any) -> Settings:
     try:
         return load_settings(
             _globals.config,
-            {"data_dir": _globals.data_dir, "keys_dir": _globals.keys_dir, **flags},
+            {
+                "data_dir": _globals.data_dir,
+                "keys_dir": _globals.keys_dir,
+                "db": _globals.db,
+                **flags,
+            },
         )
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
@@ -165,9 +182,13 @@ def parse_quota(text: str) -> int:
 
 @app.callback()
 def main_options(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, keys_dir: KeysDirOpt = None
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    keys_dir: KeysDirOpt = None,
+    db: DbOpt = None,
 ) -> None:
     _globals.config, _globals.data_dir, _globals.keys_dir = config, data_dir, keys_dir
+    _globals.db = db
 
 
 @app.command("serve")
@@ -202,6 +223,10 @@ def serve_cmd(
     workers: Annotated[
         int | None, typer.Option(help="Processes on the port [one per core].")
     ] = None,
+    node_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds without a heartbeat before a process counts as dead [60]."),
+    ] = None,
     demo: Annotated[
         bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
     ] = True,
@@ -222,6 +247,7 @@ def serve_cmd(
         log_format=log_format,
         log_level=log_level,
         workers=workers,
+        node_timeout=node_timeout,
     )
     setup_logging(conf.log_format, conf.log_level)
     count = conf.workers or os.cpu_count() or 1
@@ -454,6 +480,13 @@ def key_del(name: str, fingerprint: str) -> None:
     if not with_store(lambda s, _c: s.delete_key(name, fingerprint)):
         fail(f"{name} has no key {fingerprint}")
     typer.echo(f"removed key {fingerprint} from {name}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations now (``serve`` also does it at start; safe on many nodes)."""
+    with_store(lambda s, _c: s.count_users())
+    typer.echo("database schema is current")
 
 
 @defender_app.command("list")

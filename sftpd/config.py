@@ -42,6 +42,8 @@ class Settings:
     log_format: str = "text"
     log_level: str = "info"
     workers: int = 0  # 0: one per core
+    db: str = ""  # "" = sqlite:///<data_dir>/sftpd.db; or postgresql://user@host/db
+    node_timeout: float = 60.0  # a process without a heartbeat this long is dead
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -50,7 +52,7 @@ class Settings:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'sftpd.db'}"
+        return self.db or f"sqlite:///{self.data_dir / 'sftpd.db'}"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
@@ -74,7 +76,18 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(str(value))
         if name == "default_quota":
             return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
-        if name in ("login_grace_time", "idle_timeout", "defender_window", "defender_ban_time"):
+        if name == "db":
+            url = str(value)
+            if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+                raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
+            return url
+        if name in (
+            "login_grace_time",
+            "idle_timeout",
+            "defender_window",
+            "defender_ban_time",
+            "node_timeout",
+        ):
             seconds = float(value)
             if seconds < 0:
                 raise ValueError("must be >= 0")

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,13 +73,28 @@ async def scan_user(store: Store, settings: Settings, user: str, tries: int = 3)
     return ScanResult(user, used, files, False)
 
 
-async def reconcile_dead_holders(store: Store, settings: Settings) -> list[ScanResult]:
-    """Drop reservations of crashed processes of this host and rescan their users."""
-    users: set[str] = set()
+async def reconcile_dead_holders(
+    store: Store, settings: Settings, me: str = ""
+) -> list[ScanResult]:
+    """Drop what dead processes held and rescan the users concerned.
+
+    A holder is dead if it is a process of this host that no longer runs, or if its
+    heartbeat is older than ``node_timeout`` (a process on another node, or a frozen
+    one). Users whose scan could not be stored (busy) stay marked and are tried again.
+    """
+    now = time.time()
+    seen = await store.holders_seen()
     for holder in await store.holders():
-        if holder_is_dead(holder):
-            users.update(await store.drop_holder(holder))
+        if holder == me:
+            continue
+        last = seen.get(holder)
+        if holder_is_dead(holder) or (last is not None and now - last > settings.node_timeout):
+            dropped = await store.drop_holder(holder)
+            log.info("dead holder released", extra={"holder": holder, "users": len(dropped)})
     results = []
-    for user in sorted(users):
-        results.append(await scan_user(store, settings, user))
+    for user in sorted(await store.dirty_users()):
+        try:
+            results.append(await scan_user(store, settings, user, tries=1))
+        except LookupError:
+            continue
     return results

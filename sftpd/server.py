@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ class Service:
         self.defender = Defender(store, settings)
         self._connection_ids = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
+        self._keeper: asyncio.Task[None] | None = None
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._ledgers: dict[str, QuotaLedger] = {}
         self._trim_timer: asyncio.TimerHandle | None = None
@@ -92,6 +94,20 @@ class Service:
     def new_connection_id(self) -> str:
         """Unique across processes and nodes: this process's holder id and a counter."""
         return f"{self.holder}:{next(self._connection_ids)}"
+
+    async def keep_alive(self) -> None:
+        """Heartbeat this process in the store and reconcile after dead ones, forever.
+
+        Other nodes cannot see this process's pid: the heartbeat is how they know it lives.
+        """
+        interval = max(0.5, self.settings.node_timeout / 3)
+        while True:
+            try:
+                await self.store.heartbeat(self.holder, time.time())
+                await reconcile_dead_holders(self.store, self.settings, self.holder)
+            except StoreError as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+            await asyncio.sleep(interval)
 
     async def forget_connection(self, conn_id: str) -> None:
         """Drop a closed connection's row, retrying while the store is unavailable
@@ -160,9 +176,12 @@ class Service:
                     f"cannot listen on {addr}:{settings.port}: {exc.strerror}"
                 ) from None
             self._servers.append(server)
+        self._keeper = asyncio.get_running_loop().create_task(self.keep_alive())
 
     async def stop(self) -> None:
         """Stop accepting, end sessions cleanly (drain), then close the store."""
+        if self._keeper is not None:
+            self._keeper.cancel()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -179,6 +198,8 @@ class Service:
             _, pending = await asyncio.wait(list(self._background), timeout=DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
+        with contextlib.suppress(StoreError):  # gone cleanly: nothing for others to release
+            await self.store.drop_holder(self.holder)
 
 
 def check_data_dir(settings: Settings) -> None:

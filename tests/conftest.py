@@ -28,6 +28,8 @@ from sftpd.logs import JsonFormatter, TextFormatter
 from sftpd.passwords import hash_password
 from sftpd.server import Service, open_service_store
 from sftpd.store import KeyRecord, UserRecord
+from tests import pg
+from tests.pg import PgServer
 
 T = TypeVar("T")
 _names = itertools.count()
@@ -316,3 +318,30 @@ def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSSH
     yield server
     server.proc.terminate()
     server.proc.wait(10)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the run; skips (loudly, see the summary) without binaries."""
+    bindir = pg.find_bindir()
+    if bindir is None:
+        pg.SKIP_REASON = "no PostgreSQL server binaries (apt-get install postgresql)"
+        pytest.skip(pg.SKIP_REASON)
+    server = PgServer(bindir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh, empty database for one test."""
+    return pg_server.create_db()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if pg.SKIP_REASON:
+        terminalreporter.section("PostgreSQL tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"PostgreSQL tests did not run: {pg.SKIP_REASON}")

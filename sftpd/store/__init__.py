@@ -130,10 +130,20 @@ class Store(Protocol):
         """Store a scan result, unless anything changed or was reserved since ``if_activity``."""
 
     async def holders(self) -> list[str]:
-        """Every holder that has a reservation or a connection on record."""
+        """Every holder with a reservation, a connection or a heartbeat on record."""
 
     async def drop_holder(self, holder: str) -> list[str]:
-        """Delete a dead holder's reservations and connections; the users with reservations."""
+        """Delete a dead holder's reservations, connections and heartbeat; mark the users
+        that had reservations dirty (they need a scan) and return them."""
+
+    async def heartbeat(self, holder: str, now: float) -> None:
+        """Record that ``holder`` (a live server process) was alive at ``now``."""
+
+    async def holders_seen(self) -> dict[str, float]:
+        """Each holder's last heartbeat."""
+
+    async def dirty_users(self) -> list[str]:
+        """Users whose usage needs a scan (a successful ``set_usage`` clears the mark)."""
 
     async def delete_key(self, name: str, fingerprint: str) -> bool: ...
 
@@ -167,7 +177,12 @@ class Store(Protocol):
 
 
 async def open_store(url: str) -> Store:
-    """Open (and migrate) the store at ``url``: ``sqlite:///path`` or a plain path."""
+    """Open (and migrate) the store at ``url``: ``sqlite:///path``, a plain path, or
+    ``postgresql://user[:password]@host[:port]/database``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from sftpd.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") - 1 :] if url.startswith("sqlite:////") else url[10:]
     elif "://" in url:

@@ -67,3 +67,71 @@ SQLITE_STEPS.append(
     CREATE INDEX connections_holder ON connections (holder);
     """
 )
+
+SQLITE_STEPS.append(
+    # 4: several nodes. holders: every live server process with its last heartbeat, so a
+    # node that died (and whose pid cannot be checked from here) is noticed by the others.
+    # users.dirty: a dead holder's reservations were dropped; usage needs a disk scan.
+    """
+    CREATE TABLE holders (
+        holder TEXT PRIMARY KEY,
+        seen   REAL NOT NULL
+    );
+    ALTER TABLE users ADD COLUMN dirty INTEGER NOT NULL DEFAULT 0;
+    """
+)
+
+# The same schema for PostgreSQL, as it stands after every SQLite step above. Steps are
+# applied under an advisory lock, so nodes starting at once migrate exactly once.
+POSTGRES_STEPS: list[str] = [
+    """
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT,
+        quota_bytes   BIGINT,
+        disabled      BOOLEAN NOT NULL DEFAULT FALSE,
+        used_bytes    BIGINT NOT NULL DEFAULT 0,
+        used_files    BIGINT NOT NULL DEFAULT 0,
+        created_at    DOUBLE PRECISION NOT NULL,
+        max_files     BIGINT,
+        activity      BIGINT NOT NULL DEFAULT 0,
+        dirty         BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE TABLE user_keys (
+        "user"      TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL,
+        algorithm   TEXT NOT NULL,
+        public_key  TEXT NOT NULL,
+        comment     TEXT NOT NULL DEFAULT '',
+        added_at    DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY ("user", fingerprint)
+    );
+    CREATE TABLE reservations (
+        "user"     TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        holder     TEXT NOT NULL,
+        bytes      BIGINT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY ("user", holder)
+    );
+    CREATE TABLE defender (
+        addr         TEXT PRIMARY KEY,
+        failures     INTEGER NOT NULL,
+        window_start DOUBLE PRECISION NOT NULL,
+        banned_until DOUBLE PRECISION NOT NULL DEFAULT 0
+    );
+    CREATE TABLE connections (
+        id      TEXT PRIMARY KEY,
+        holder  TEXT NOT NULL,
+        addr    TEXT NOT NULL,
+        "user"  TEXT,
+        started DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX connections_addr ON connections (addr);
+    CREATE INDEX connections_user ON connections ("user");
+    CREATE INDEX connections_holder ON connections (holder);
+    CREATE TABLE holders (
+        holder TEXT PRIMARY KEY,
+        seen   DOUBLE PRECISION NOT NULL
+    );
+    """,
+]

@@ -177,7 +177,7 @@ class SqliteStore:
         def q(c: sqlite3.Connection) -> bool:
             with _transaction(c):
                 cur = c.execute(
-                    "UPDATE users SET used_bytes=?, used_files=?, activity=activity+1"
+                    "UPDATE users SET used_bytes=?, used_files=?, activity=activity+1, dirty=0"
                     " WHERE name=? AND activity=?"
                     " AND NOT EXISTS (SELECT 1 FROM reservations WHERE user=?)",
                     (used, files, name, if_activity, name),
@@ -192,8 +192,26 @@ class SqliteStore:
                 r[0]
                 for r in c.execute(
                     "SELECT holder FROM reservations UNION SELECT holder FROM connections"
+                    " UNION SELECT holder FROM holders"
                 )
             ]
+        )
+
+    async def heartbeat(self, holder: str, now: float) -> None:
+        await self._update(
+            "INSERT INTO holders (holder, seen) VALUES (?, ?)"
+            " ON CONFLICT (holder) DO UPDATE SET seen=excluded.seen",
+            (holder, now),
+        )
+
+    async def holders_seen(self) -> dict[str, float]:
+        return await self._run(
+            lambda c: {h: float(t) for h, t in c.execute("SELECT holder, seen FROM holders")}
+        )
+
+    async def dirty_users(self) -> list[str]:
+        return await self._run(
+            lambda c: [r[0] for r in c.execute("SELECT name FROM users WHERE dirty=1")]
         )
 
     async def drop_holder(self, holder: str) -> list[str]:
@@ -205,6 +223,8 @@ class SqliteStore:
                 ]
                 c.execute("DELETE FROM reservations WHERE holder=?", (holder,))
                 c.execute("DELETE FROM connections WHERE holder=?", (holder,))
+                c.execute("DELETE FROM holders WHERE holder=?", (holder,))
+                c.executemany("UPDATE users SET dirty=1 WHERE name=?", [(u,) for u in users])
                 return users
 
         return await self._run(q)

@@ -1,48 +1,164 @@
-"""The SQLite store, directly."""
+"""One suite for both stores: SQLite (embedded) and PostgreSQL (a real server, tests/pg.py).
+
+Two store objects on the same database stand for two processes or nodes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from sftpd.store import KeyRecord, StoreError, UserRecord, open_store
+from sftpd.store import KeyRecord, Store, StoreError, UserRecord, open_store
+from sftpd.store.migrations import POSTGRES_STEPS
 
 KEY = KeyRecord("SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", "me@host")
 
 
-async def test_users_and_keys_roundtrip(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/s.db")
-    try:
-        await store.add_user(UserRecord("alice", "hash", 1000, keys=(KEY,)))
-        user = await store.get_user("alice")
-        assert user is not None and user.keys == (KEY,) and user.quota_bytes == 1000
-        with pytest.raises(StoreError, match="already exists"):
-            await store.add_user(UserRecord("alice"))
-        with pytest.raises(StoreError, match="already has key"):
-            await store.add_key("alice", KEY)
-        with pytest.raises(StoreError, match="no such user"):
-            await store.add_key("bob", KEY)
-        assert await store.set_disabled("alice", True)
-        assert not await store.set_disabled("bob", True)
-        assert await store.delete_key("alice", KEY.fingerprint)
-        assert (await store.get_user("alice")).keys == ()  # type: ignore[union-attr]
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/s.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def two(url: str) -> AsyncIterator[tuple[Store, Store]]:
+    a = await open_store(url)
+    b = await open_store(url)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_users_and_keys_roundtrip(two: tuple[Store, Store]) -> None:
+    store, other = two
+    await store.add_user(UserRecord("alice", "hash", 1000, keys=(KEY,)))
+    user = await other.get_user("alice")  # a change on one node is seen by the other
+    assert user is not None and user.keys == (KEY,) and user.quota_bytes == 1000
+    with pytest.raises(StoreError, match="already exists"):
+        await store.add_user(UserRecord("alice"))
+    with pytest.raises(StoreError, match="already has key"):
         await store.add_key("alice", KEY)
-        assert await store.delete_user("alice")
-        assert await store.get_user("alice") is None
-        assert await store.count_users() == 0
-    finally:
-        await store.close()
+    with pytest.raises(StoreError, match="no such user"):
+        await store.add_key("bob", KEY)
+    assert await store.set_disabled("alice", True)
+    assert (await other.get_user("alice")).disabled  # type: ignore[union-attr]
+    assert not await store.set_disabled("bob", True)
+    assert await store.set_quota("alice", None) and await store.set_max_files("alice", 5)
+    assert await store.set_password("alice", "other")
+    assert await store.delete_key("alice", KEY.fingerprint)
+    assert (await store.get_user("alice")).keys == ()  # type: ignore[union-attr]
+    await store.add_key("alice", KEY)
+    assert [u.name for u in await other.list_users()] == ["alice"]
+    assert await store.delete_user("alice")
+    assert await store.get_user("alice") is None
+    assert await store.count_users() == 0
 
 
-async def test_reopening_keeps_data_and_schema(tmp_path: Path) -> None:
-    url = str(tmp_path / "s.db")
+async def test_reservations_from_two_nodes_never_overshoot(two: tuple[Store, Store]) -> None:
+    a, b = two
+    await a.add_user(UserRecord("q", quota_bytes=10_000))
+    grants = await asyncio.gather(
+        *(s.reserve("q", f"h{i}", 700, 1, 0) for i, s in enumerate([a, b] * 15))
+    )
+    assert sum(grants) <= 10_000 and sum(grants) >= 10_000 - 700
+    usage = await b.usage("q", 0)
+    assert usage is not None and usage.reserved == sum(grants)
+    assert await a.reserve("q", "h0", 700, 700, 0) == 0  # not even ``need`` fits
+    await a.apply("q", "h0", used=500, files=1, reserved=-grants[0])
+    usage = await b.usage("q", 0)
+    assert usage is not None and (usage.used, usage.files) == (500, 1)
+    assert usage.reserved == sum(grants) - grants[0]
+
+
+async def test_file_count_limit_and_scan_guard(two: tuple[Store, Store]) -> None:
+    a, b = two
+    await a.add_user(UserRecord("f", quota_bytes=0, max_files=3))
+    results = await asyncio.gather(*(s.create_file("f", 0) for s in [a, b] * 3))
+    assert results.count(None) == 3 and results.count("files") == 3
+    before = await a.usage("f", 0)
+    assert before is not None
+    await b.reserve("f", "busy", 10, 1, 0)
+    assert not await a.set_usage("f", 1, 1, before.activity)  # a reservation is outstanding
+    await b.drop_holder("busy")
+    assert await a.dirty_users() == ["f"]
+    after = await a.usage("f", 0)
+    assert after is not None
+    assert not await a.set_usage("f", 1, 1, before.activity)  # something moved since
+    assert await a.set_usage("f", 1, 1, after.activity)
+    assert await a.dirty_users() == []
+
+
+async def test_defender_counts_blocks_and_forgets(two: tuple[Store, Store]) -> None:
+    a, b = two
+    now = 1_000_000.0
+    strikes = [await s.record_failure("10.0.0.1", now, 60, 3, 300) for s in (a, b, a)]
+    assert [s.failures for s in strikes] == [1, 2, 3]
+    assert [s.newly_banned for s in strikes] == [False, False, True]
+    assert strikes[-1].banned_until == now + 300
+    again = await b.record_failure("10.0.0.1", now + 1, 60, 3, 300)
+    assert not again.newly_banned and again.banned_until == now + 300  # logged once
+    bans = await a.bans(now + 2)
+    assert [(x.addr, x.banned_until) for x in bans] == [("10.0.0.1", now + 300)]
+    fresh = await a.record_failure("10.0.0.2", now, 60, 3, 300)
+    later = await a.record_failure("10.0.0.2", now + 120, 60, 3, 300)  # window passed
+    assert (fresh.failures, later.failures) == (1, 1)
+    assert await b.unban("10.0.0.1") and not await b.unban("10.9.9.9")
+    assert await a.banned_until("10.0.0.1") == 0.0
+
+
+async def test_connection_limits_hold_across_nodes(two: tuple[Store, Store]) -> None:
+    a, b = two
+    opened = await asyncio.gather(
+        *(s.open_connection(f"c{i}", f"h{i % 2}", "1.2.3.4", 5) for i, s in enumerate([a, b] * 6))
+    )
+    assert opened.count(True) == 5
+    ids = [f"c{i}" for i, ok in enumerate(opened) if ok]
+    sessions = await asyncio.gather(
+        *(s.start_session(cid, "u", 3) for cid, s in zip(ids, [a, b] * 3, strict=False))
+    )
+    assert sessions.count(True) == 3
+    for cid in ids:
+        await a.close_connection(cid)
+    assert await b.open_connection("again", "h0", "1.2.3.4", 5)
+    await a.heartbeat("h0", 5.0)
+    assert (await b.holders_seen())["h0"] == 5.0
+    assert set(await b.holders()) >= {"h0"}
+    await b.drop_holder("h0")
+    assert "h0" not in await a.holders_seen()
+    assert await a.open_connection("x", "h1", "1.2.3.4", 1)  # h0's row went with it
+
+
+async def test_reopening_keeps_data_and_schema(url: str) -> None:
     store = await open_store(url)
     await store.add_user(UserRecord("bob"))
     await store.close()
     store = await open_store(url)
     assert [u.name for u in await store.list_users()] == ["bob"]
     await store.close()
+
+
+async def test_nodes_starting_at_once_migrate_once(pg_url: str) -> None:
+    stores = await asyncio.gather(*(open_store(pg_url) for _ in range(4)))
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        versions = await conn.fetch("SELECT version FROM schema_version ORDER BY version")
+    finally:
+        await conn.close()
+    assert [r["version"] for r in versions] == list(range(1, len(POSTGRES_STEPS) + 1))
+    for s in stores:
+        await s.close()
+
+
+async def test_unreachable_postgres_is_a_clear_error_without_the_password() -> None:
+    with pytest.raises(StoreError, match="cannot open database") as exc:
+        await open_store("postgresql://sftpd:hunter2@127.0.0.1:1/nowhere")
+    assert "hunter2" not in str(exc.value)
 
 
 async def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:

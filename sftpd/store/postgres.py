@@ -1,0 +1,455 @@
+"""The shared store for several nodes: PostgreSQL through asyncpg.
+
+Same semantics as the SQLite store. Every check-then-change is one transaction that
+first locks what it depends on: the user's row (``SELECT ... FOR UPDATE``) for quota
+reservations and file counts, the defender row for failures, and a transaction-scoped
+advisory lock per address or user for the connection limits, so nodes can never
+overshoot together. Migrations run under a session advisory lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from sftpd.store import (
+    Ban,
+    KeyRecord,
+    StoreError,
+    StoreUnavailable,
+    Strike,
+    Usage,
+    UserRecord,
+)
+from sftpd.store.migrations import POSTGRES_STEPS
+
+T = TypeVar("T")
+MIGRATION_LOCK = 0x5F7D0001  # advisory lock id held while migrating
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_SELECT_USERS = (
+    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files"
+    " FROM users"
+)
+_USAGE = (
+    "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
+    ' (SELECT coalesce(sum(bytes), 0) FROM reservations WHERE "user" = users.name)'
+    " FROM users WHERE name=$1"
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL; safe for any number of processes and nodes."""
+
+    def __init__(self, pool: Any, url: str) -> None:
+        self._pool = pool
+        self._url = redact(url)
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=8, command_timeout=30)
+        except (*_UNAVAILABLE, asyncpg.PostgresError, ValueError) as exc:
+            raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
+        store = cls(pool, url)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async def q(c: Any) -> None:
+            await c.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+                version = await c.fetchval("SELECT max(version) FROM schema_version") or 0
+                if version > len(POSTGRES_STEPS):
+                    raise StoreError(f"database schema {version} is newer than this sftpd knows")
+                for number, step in enumerate(POSTGRES_STEPS[version:], start=version + 1):
+                    async with c.transaction():
+                        await c.execute(step)
+                        await c.execute("INSERT INTO schema_version VALUES ($1)", number)
+            finally:
+                await c.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+        await self._run(q)
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as c:
+                return await fn(c)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"database {self._url} unavailable: {exc}") from None
+        except (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.DiskFullError) as exc:
+            raise StoreUnavailable(f"database {self._url} unavailable: {exc}") from None
+
+    async def _tx(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        async def q(c: Any) -> T:
+            async with c.transaction():
+                return await fn(c)
+
+        return await self._run(q)
+
+    async def _update(self, sql: str, *args: object) -> bool:
+        async def q(c: Any) -> bool:
+            status = await c.execute(sql, *args)
+            return not status.endswith(" 0")
+
+        return await self._run(q)
+
+    # -- users -------------------------------------------------------------------
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        async def q(c: Any) -> UserRecord | None:
+            row = await c.fetchrow(_SELECT_USERS + " WHERE name=$1", name)
+            return _user(row, await _keys(c, name)) if row else None
+
+        return await self._run(q)
+
+    async def list_users(self) -> list[UserRecord]:
+        async def q(c: Any) -> list[UserRecord]:
+            rows = await c.fetch(_SELECT_USERS + " ORDER BY name")
+            return [_user(row, await _keys(c, row["name"])) for row in rows]
+
+        return await self._run(q)
+
+    async def count_users(self) -> int:
+        return await self._run(lambda c: c.fetchval("SELECT count(*) FROM users"))
+
+    async def add_user(self, user: UserRecord) -> None:
+        async def q(c: Any) -> None:
+            try:
+                await c.execute(
+                    "INSERT INTO users"
+                    " (name, password_hash, quota_bytes, disabled, max_files, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    user.name,
+                    user.password_hash,
+                    user.quota_bytes,
+                    user.disabled,
+                    user.max_files,
+                    time.time(),
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError(f"user {user.name} already exists") from None
+            for key in user.keys:
+                await _insert_key(c, user.name, key)
+
+        await self._tx(q)
+
+    async def delete_user(self, name: str) -> bool:
+        return await self._update("DELETE FROM users WHERE name=$1", name)
+
+    async def set_password(self, name: str, password_hash: str | None) -> bool:
+        return await self._update(
+            "UPDATE users SET password_hash=$1 WHERE name=$2", password_hash, name
+        )
+
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        return await self._update("UPDATE users SET disabled=$1 WHERE name=$2", disabled, name)
+
+    async def set_quota(self, name: str, quota_bytes: int | None) -> bool:
+        return await self._update(
+            "UPDATE users SET quota_bytes=$1 WHERE name=$2", quota_bytes, name
+        )
+
+    async def set_max_files(self, name: str, max_files: int | None) -> bool:
+        return await self._update("UPDATE users SET max_files=$1 WHERE name=$2", max_files, name)
+
+    async def add_key(self, name: str, key: KeyRecord) -> None:
+        async def q(c: Any) -> None:
+            if not await c.fetchval("SELECT 1 FROM users WHERE name=$1", name):
+                raise StoreError(f"no such user: {name}")
+            await _insert_key(c, name, key)
+
+        await self._tx(q)
+
+    async def delete_key(self, name: str, fingerprint: str) -> bool:
+        return await self._update(
+            'DELETE FROM user_keys WHERE "user"=$1 AND fingerprint=$2', name, fingerprint
+        )
+
+    # -- quota ledger --------------------------------------------------------------
+
+    async def usage(self, name: str, default_quota: int) -> Usage | None:
+        return await self._run(lambda c: _usage(c, name, default_quota))
+
+    async def reserve(
+        self, name: str, holder: str, want: int, need: int, default_quota: int
+    ) -> int:
+        async def q(c: Any) -> int:
+            u = await _usage(c, name, default_quota, lock=True)
+            if u is None:
+                return 0
+            grant = want if not u.quota else min(want, u.quota - u.used - u.reserved)
+            if grant < need or grant <= 0:
+                return 0
+            await _add_reservation(c, name, holder, grant)
+            return grant
+
+        return await self._tx(q)
+
+    async def apply(
+        self, name: str, holder: str, *, used: int = 0, files: int = 0, reserved: int = 0
+    ) -> None:
+        async def q(c: Any) -> None:
+            await c.execute(
+                "UPDATE users SET used_bytes=used_bytes+$1, used_files=used_files+$2,"
+                " activity=activity+1 WHERE name=$3",
+                used,
+                files,
+                name,
+            )
+            if reserved:
+                await _add_reservation(c, name, holder, reserved)
+
+        await self._tx(q)
+
+    async def create_file(self, name: str, default_quota: int) -> str | None:
+        async def q(c: Any) -> str | None:
+            u = await _usage(c, name, default_quota, lock=True)
+            if u is None:
+                return "quota"
+            if u.max_files and u.files >= u.max_files:
+                return "files"
+            if u.quota and u.used + u.reserved >= u.quota:
+                return "quota"
+            await c.execute(
+                "UPDATE users SET used_files=used_files+1, activity=activity+1 WHERE name=$1",
+                name,
+            )
+            return None
+
+        return await self._tx(q)
+
+    async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
+        async def q(c: Any) -> bool:
+            status = await c.execute(
+                "UPDATE users SET used_bytes=$1, used_files=$2, activity=activity+1, dirty=FALSE"
+                " WHERE name=$3 AND activity=$4"
+                ' AND NOT EXISTS (SELECT 1 FROM reservations WHERE "user"=$3)',
+                used,
+                files,
+                name,
+                if_activity,
+            )
+            return not str(status).endswith(" 0")
+
+        return await self._tx(q)
+
+    async def holders(self) -> list[str]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                "SELECT holder FROM reservations UNION SELECT holder FROM connections"
+                " UNION SELECT holder FROM holders"
+            )
+        )
+        return [r["holder"] for r in rows]
+
+    async def drop_holder(self, holder: str) -> list[str]:
+        async def q(c: Any) -> list[str]:
+            rows = await c.fetch('SELECT "user" FROM reservations WHERE holder=$1', holder)
+            users = [r["user"] for r in rows]
+            await c.execute("DELETE FROM reservations WHERE holder=$1", holder)
+            await c.execute("DELETE FROM connections WHERE holder=$1", holder)
+            await c.execute("DELETE FROM holders WHERE holder=$1", holder)
+            await c.execute("UPDATE users SET dirty=TRUE WHERE name = ANY($1::text[])", users)
+            return users
+
+        return await self._tx(q)
+
+    async def heartbeat(self, holder: str, now: float) -> None:
+        await self._update(
+            "INSERT INTO holders (holder, seen) VALUES ($1, $2)"
+            " ON CONFLICT (holder) DO UPDATE SET seen=excluded.seen",
+            holder,
+            now,
+        )
+
+    async def holders_seen(self) -> dict[str, float]:
+        rows = await self._run(lambda c: c.fetch("SELECT holder, seen FROM holders"))
+        return {r["holder"]: float(r["seen"]) for r in rows}
+
+    async def dirty_users(self) -> list[str]:
+        rows = await self._run(lambda c: c.fetch("SELECT name FROM users WHERE dirty"))
+        return [r["name"] for r in rows]
+
+    # -- shared defences -----------------------------------------------------------------
+
+    async def record_failure(
+        self, addr: str, now: float, window: float, threshold: int, ban_time: float
+    ) -> Strike:
+        async def q(c: Any) -> Strike:
+            await c.execute(
+                "DELETE FROM defender WHERE banned_until < $1 AND window_start < $2",
+                now,
+                now - window,
+            )
+            await c.execute(
+                "INSERT INTO defender (addr, failures, window_start) VALUES ($1, 0, $2)"
+                " ON CONFLICT (addr) DO NOTHING",
+                addr,
+                now,
+            )
+            row = await c.fetchrow(
+                "SELECT failures, window_start, banned_until FROM defender WHERE addr=$1"
+                " FOR UPDATE",
+                addr,
+            )
+            failures, start, until = row["failures"], row["window_start"], row["banned_until"]
+            if start < now - window:
+                failures, start = 0, now
+            failures += 1
+            newly = bool(threshold) and failures >= threshold and until < now
+            if newly:
+                until = now + ban_time
+            await c.execute(
+                "UPDATE defender SET failures=$2, window_start=$3, banned_until=$4 WHERE addr=$1",
+                addr,
+                failures,
+                start,
+                until,
+            )
+            return Strike(failures, until if until >= now else 0.0, newly)
+
+        return await self._tx(q)
+
+    async def banned_until(self, addr: str) -> float:
+        until = await self._run(
+            lambda c: c.fetchval("SELECT banned_until FROM defender WHERE addr=$1", addr)
+        )
+        return float(until) if until and until > time.time() else 0.0
+
+    async def bans(self, now: float) -> list[Ban]:
+        rows = await self._run(
+            lambda c: c.fetch("SELECT addr, failures, banned_until FROM defender ORDER BY addr")
+        )
+        return [
+            Ban(r["addr"], r["failures"], r["banned_until"] if r["banned_until"] > now else 0.0)
+            for r in rows
+        ]
+
+    async def unban(self, addr: str) -> bool:
+        return await self._update("DELETE FROM defender WHERE addr=$1", addr)
+
+    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
+        async def q(c: Any) -> bool:
+            if limit:
+                await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "addr:" + addr)
+                count = await c.fetchval("SELECT count(*) FROM connections WHERE addr=$1", addr)
+                if count >= limit:
+                    return False
+            await c.execute(
+                "INSERT INTO connections (id, holder, addr, started) VALUES ($1, $2, $3, $4)",
+                conn_id,
+                holder,
+                addr,
+                time.time(),
+            )
+            return True
+
+        return await self._tx(q)
+
+    async def start_session(self, conn_id: str, user: str, limit: int) -> bool:
+        async def q(c: Any) -> bool:
+            if limit:
+                await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "user:" + user)
+                count = await c.fetchval('SELECT count(*) FROM connections WHERE "user"=$1', user)
+                if count >= limit:
+                    return False
+            await c.execute('UPDATE connections SET "user"=$1 WHERE id=$2', user, conn_id)
+            return True
+
+        return await self._tx(q)
+
+    async def close_connection(self, conn_id: str) -> None:
+        await self._update("DELETE FROM connections WHERE id=$1", conn_id)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _usage(c: Any, name: str, default_quota: int, lock: bool = False) -> Usage | None:
+    if lock:  # serialise every check-then-change of this user's ledger, on every node
+        await c.execute("SELECT 1 FROM users WHERE name=$1 FOR UPDATE", name)
+    row = await c.fetchrow(_USAGE, name)
+    if row is None:
+        return None
+    used, files, quota, max_files, activity, reserved = row
+    return Usage(
+        used=used,
+        files=files,
+        reserved=int(reserved),
+        quota=default_quota if quota is None else quota,
+        max_files=max_files or 0,
+        activity=activity,
+    )
+
+
+async def _add_reservation(c: Any, name: str, holder: str, delta: int) -> None:
+    await c.execute(
+        'INSERT INTO reservations ("user", holder, bytes, updated_at) VALUES ($1, $2, $3, $4)'
+        ' ON CONFLICT ("user", holder) DO UPDATE SET bytes=reservations.bytes+excluded.bytes,'
+        " updated_at=excluded.updated_at",
+        name,
+        holder,
+        delta,
+        time.time(),
+    )
+    await c.execute(
+        'DELETE FROM reservations WHERE "user"=$1 AND holder=$2 AND bytes<=0', name, holder
+    )
+    await c.execute("UPDATE users SET activity=activity+1 WHERE name=$1", name)
+
+
+async def _insert_key(c: Any, name: str, key: KeyRecord) -> None:
+    try:
+        async with c.transaction():  # a savepoint, so a duplicate leaves the rest intact
+            await c.execute(
+                'INSERT INTO user_keys ("user", fingerprint, algorithm, public_key, comment,'
+                " added_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                name,
+                key.fingerprint,
+                key.algorithm,
+                key.public_key,
+                key.comment,
+                time.time(),
+            )
+    except asyncpg.UniqueViolationError:
+        raise StoreError(f"user {name} already has key {key.fingerprint}") from None
+
+
+async def _keys(c: Any, name: str) -> tuple[KeyRecord, ...]:
+    rows = await c.fetch(
+        'SELECT fingerprint, algorithm, public_key, comment FROM user_keys WHERE "user"=$1'
+        " ORDER BY added_at",
+        name,
+    )
+    return tuple(KeyRecord(*row) for row in rows)
+
+
+def _user(row: Any, keys: tuple[KeyRecord, ...]) -> UserRecord:
+    return UserRecord(
+        name=row["name"],
+        password_hash=row["password_hash"],
+        quota_bytes=row["quota_bytes"],
+        disabled=bool(row["disabled"]),
+        keys=keys,
+        used_bytes=int(row["used_bytes"]),
+        used_files=int(row["used_files"]),
+        max_files=row["max_files"],
+    )
