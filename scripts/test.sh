@@ -19,18 +19,21 @@ for bin in sftp scp ssh ssh-keygen; do
     command -v "$bin" >/dev/null || { apt_install openssh-client; break; }
 done
 command -v rclone >/dev/null || apt_install rclone
-# A real OpenSSH sshd (started by the tests on 127.0.0.1 with its own config) for xfer.
-# policy-rc.d keeps apt from starting the system's sshd; the tests never touch it.
-if [ ! -x /usr/sbin/sshd ]; then
+# Server packages whose system services must not start: the tests run their own copies
+# (sshd with its own config, PostgreSQL initdb'd into a temp dir) on 127.0.0.1.
+# policy-rc.d keeps apt from starting the system's services; the tests never touch them.
+apt_install_quiet_service() {
     if [ "$(id -u)" = 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
-        apt_install openssh-server
+        apt_install "$@"
         rm -f /usr/sbin/policy-rc.d
     else
-        apt_install openssh-server
+        apt_install "$@"
     fi
-fi
+}
+[ -x /usr/sbin/sshd ] || apt_install_quiet_service openssh-server
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install_quiet_service postgresql
 # coreutils' *sum commands are the reference for ours.
 command -v sha512sum >/dev/null || apt_install coreutils
 
