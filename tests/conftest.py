@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 import asyncssh
 import pytest
 
+from bench import pg
+from bench.pg import PgServer
 from sftpd.config import Settings
 from sftpd.hostkeys import load_or_create
 from sftpd.logs import JsonFormatter, TextFormatter
 from sftpd.passwords import hash_password
 from sftpd.server import Service, open_service_store
 from sftpd.store import KeyRecord, UserRecord
-from tests import pg
-from tests.pg import PgServer
 
 T = TypeVar("T")
 _names = itertools.count()

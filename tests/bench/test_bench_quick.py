@@ -18,9 +18,19 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
                        cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     table = out.read_text()
-    for n in range(1, 9):
+    for n in range(1, 10):
         assert f"| {n}. " in table, f"workload {n} missing"
     assert "| sftpd/OpenSSH |" in table and "| sftpd 1 worker/bare |" in table
     for line in table.splitlines():
         if line.startswith("| 1. ") or line.startswith("| 2. "):
             assert "n/a" not in line.split("|")[3:7], line  # every server ran the transfers
+
+
+@pytest.mark.timeout(600)
+def test_quick_two_node_benchmark_runs(pg_server: object) -> None:
+    """``pg_server`` only makes this skip loudly when PostgreSQL is missing."""
+    r = subprocess.run([sys.executable, "-m", "bench.nodes", "--quick"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    for row in ("quota reservations/s, PostgreSQL", "2 nodes, PostgreSQL", "1 node, SQLite"):
+        assert row in r.stdout, r.stdout

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the tests: initdb into a temp dir, 127.0.0.1, free port.
+"""A throwaway PostgreSQL server (tests, benchmark): initdb into a temp dir, 127.0.0.1, free port.
 
 Debian's ``postgresql`` package provides the binaries (scripts/test.sh installs it); when
 none can be found the PostgreSQL tests skip and the run's summary says so loudly.
