@@ -80,6 +80,40 @@ class Usage:
         return None if not self.quota else max(0, self.quota - self.used)
 
 
+def grant_for(u: Usage, want: int, need: int) -> int:
+    """How much of a claim fits under the quota: up to ``want``, 0 if not even ``need``."""
+    grant = want if not u.quota else min(want, u.quota - u.used - u.reserved)
+    return grant if grant >= need and grant > 0 else 0
+
+
+def file_refusal(u: Usage) -> str | None:
+    """Why one more file may not be created ("files" or "quota"), or None."""
+    if u.max_files and u.files >= u.max_files:
+        return "files"
+    if u.quota and u.used + u.reserved >= u.quota:
+        return "quota"
+    return None
+
+
+def next_strike(
+    failures: int,
+    window_start: float,
+    banned_until: float,
+    now: float,
+    window: float,
+    threshold: int,
+    ban_time: float,
+) -> tuple[Strike, float]:
+    """An address's standing after one more failure, and its (possibly new) window start."""
+    if window_start < now - window:
+        failures, window_start = 0, now
+    failures += 1
+    newly = bool(threshold) and failures >= threshold and banned_until < now
+    if newly:
+        banned_until = now + ban_time
+    return Strike(failures, banned_until if banned_until >= now else 0.0, newly), window_start
+
+
 class Store(Protocol):
     async def get_user(self, name: str) -> UserRecord | None:
         """The user with their keys, or None."""
@@ -203,5 +237,8 @@ __all__ = [
     "Strike",
     "Usage",
     "UserRecord",
+    "file_refusal",
+    "grant_for",
+    "next_strike",
     "open_store",
 ]

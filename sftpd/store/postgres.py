@@ -24,6 +24,9 @@ from sftpd.store import (
     Strike,
     Usage,
     UserRecord,
+    file_refusal,
+    grant_for,
+    next_strike,
 )
 from sftpd.store.migrations import POSTGRES_STEPS
 
@@ -195,8 +198,8 @@ class PostgresStore:
             u = await _usage(c, name, default_quota, lock=True)
             if u is None:
                 return 0
-            grant = want if not u.quota else min(want, u.quota - u.used - u.reserved)
-            if grant < need or grant <= 0:
+            grant = grant_for(u, want, need)
+            if not grant:
                 return 0
             await _add_reservation(c, name, holder, grant)
             return grant
@@ -224,10 +227,9 @@ class PostgresStore:
             u = await _usage(c, name, default_quota, lock=True)
             if u is None:
                 return "quota"
-            if u.max_files and u.files >= u.max_files:
-                return "files"
-            if u.quota and u.used + u.reserved >= u.quota:
-                return "quota"
+            refusal = file_refusal(u)
+            if refusal:
+                return refusal
             await c.execute(
                 "UPDATE users SET used_files=used_files+1, activity=activity+1 WHERE name=$1",
                 name,
@@ -310,21 +312,18 @@ class PostgresStore:
                 " FOR UPDATE",
                 addr,
             )
-            failures, start, until = row["failures"], row["window_start"], row["banned_until"]
-            if start < now - window:
-                failures, start = 0, now
-            failures += 1
-            newly = bool(threshold) and failures >= threshold and until < now
-            if newly:
-                until = now + ban_time
+            until = row["banned_until"]
+            strike, start = next_strike(
+                row["failures"], row["window_start"], until, now, window, threshold, ban_time
+            )
             await c.execute(
                 "UPDATE defender SET failures=$2, window_start=$3, banned_until=$4 WHERE addr=$1",
                 addr,
-                failures,
+                strike.failures,
                 start,
-                until,
+                strike.banned_until or until,
             )
-            return Strike(failures, until if until >= now else 0.0, newly)
+            return strike
 
         return await self._tx(q)
 

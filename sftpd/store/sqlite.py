@@ -10,7 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sftpd.store import Ban, KeyRecord, StoreError, StoreUnavailable, Strike, Usage, UserRecord
+from sftpd.store import (
+    Ban,
+    KeyRecord,
+    StoreError,
+    StoreUnavailable,
+    Strike,
+    Usage,
+    UserRecord,
+    file_refusal,
+    grant_for,
+    next_strike,
+)
 from sftpd.store.migrations import SQLITE_STEPS
 
 T = TypeVar("T")
@@ -132,8 +143,8 @@ class SqliteStore:
                 u = _usage(c, name, default_quota)
                 if u is None:
                     return 0
-                grant = want if not u.quota else min(want, u.quota - u.used - u.reserved)
-                if grant < need or grant <= 0:
+                grant = grant_for(u, want, need)
+                if not grant:
                     return 0
                 _add_reservation(c, name, holder, grant)
                 return grant
@@ -161,10 +172,9 @@ class SqliteStore:
                 u = _usage(c, name, default_quota)
                 if u is None:
                     return "quota"
-                if u.max_files and u.files >= u.max_files:
-                    return "files"
-                if u.quota and u.used + u.reserved >= u.quota:
-                    return "quota"
+                refusal = file_refusal(u)
+                if refusal:
+                    return refusal
                 c.execute(
                     "UPDATE users SET used_files=used_files+1, activity=activity+1 WHERE name=?",
                     (name,),
@@ -260,20 +270,17 @@ class SqliteStore:
                     (addr,),
                 ).fetchone()
                 failures, start, until = row if row else (0, now, 0.0)
-                if start < now - window:
-                    failures, start = 0, now
-                failures += 1
-                newly = bool(threshold) and failures >= threshold and until < now
-                if newly:
-                    until = now + ban_time
+                strike, start = next_strike(
+                    failures, start, until, now, window, threshold, ban_time
+                )
                 c.execute(
                     "INSERT INTO defender (addr, failures, window_start, banned_until)"
                     " VALUES (?, ?, ?, ?) ON CONFLICT (addr) DO UPDATE SET"
                     " failures=excluded.failures, window_start=excluded.window_start,"
                     " banned_until=excluded.banned_until",
-                    (addr, failures, start, until),
+                    (addr, strike.failures, start, strike.banned_until or until),
                 )
-                return Strike(failures, until if until >= now else 0.0, newly)
+                return strike
 
         return await self._run(q)
 
