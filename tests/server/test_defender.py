@@ -47,8 +47,8 @@ async def wrong_password(server: LiveServer, user: User, source: str = "127.0.0.
 async def test_repeated_failures_block_the_address_only(guarded: LiveServer) -> None:
     user = guarded.add_user()
     times = [await wrong_password(guarded, user) for _ in range(4)]
-    # From half the threshold on, failures are answered late.
-    assert times[2] > times[0] + 0.2
+    # From half the threshold on, failures are answered late (0.25 s for the 3rd of 4).
+    assert times[2] >= 0.25, times
     # Now even the right password (and the right key) from that address is refused ...
     with pytest.raises(REFUSED):
         await connect_from(guarded, user, "127.0.0.1", client_keys=None, password=user.password)
@@ -115,11 +115,12 @@ async def test_failed_login_time_does_not_reveal_whether_the_user_exists(
         return await wrong_password(live_server, who, "127.0.0.5")
 
     known, unknown = [], []
-    for _ in range(7):
+    for _ in range(9):
         known.append(await failure(user))
         unknown.append(await failure(ghost))
+    # Skipping the argon2id verification for unknown users would make them ~50x faster.
     ratio = statistics.median(known) / statistics.median(unknown)
-    assert 0.7 < ratio < 1.4, (known, unknown)
+    assert 0.5 < ratio < 2.0, (known, unknown)
 
 
 async def test_security_events_are_structured_lines_with_user_address_and_reason(
