@@ -180,6 +180,8 @@ class Connection(asyncssh.SSHServer):
         return task is None or (task.done() and not task.cancelled() and task.result())
 
     async def validate_password(self, username: str, password: str) -> bool:
+        if not self._admitted():  # refused at admission: closing, nothing to count
+            return False
         user = await self._load(username)
         ok = await verify_password(user.password_hash if user else None, password)
         if not ok:
@@ -205,6 +207,8 @@ class Connection(asyncssh.SSHServer):
             await asyncio.sleep(delay)
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if not self._admitted():
+            return False
         user = await self._load(username)
         fingerprint = key.get_fingerprint("sha256")
         if user is None:

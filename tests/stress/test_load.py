@@ -127,6 +127,7 @@ async def test_1000_silent_connections_are_dropped_while_users_log_in(
 @pytest.mark.timeout(600)
 async def test_idle_session_memory(tmp_path: Path) -> None:
     key = new_user(tmp_path, "ida")
+    # Quiet logs: nobody reads the server's log pipe, and a line per login would fill it.
     serve = Serve(
         tmp_path,
         "--no-demo",
@@ -140,7 +141,7 @@ async def test_idle_session_memory(tmp_path: Path) -> None:
         "0",
         "--log-level",
         "warning",
-    )  # fmt: skip  (nobody reads its log pipe: a login line each would fill it)
+    )  # fmt: skip
     count = scale(200, 1000)
 
     def pss() -> int:
