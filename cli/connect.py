@@ -59,6 +59,46 @@ class ConnectOptions:
         return self.known_hosts or Path.home() / ".ssh" / "known_hosts"
 
 
+#: AES-GCM first where the CPU has AES instructions: asyncssh's chacha20-poly1305 sets up
+#: its ciphers per packet in Python and moved 310 MB/s where AES-GCM moved 392 (xfer get,
+#: 512 MiB, medians of 4). OpenSSH clients put chacha20 first; a ``Ciphers`` line in
+#: ~/.ssh/config still wins.
+FAST_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+]
+
+
+def _cpu_has_aes() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(
+        line.split(":", 1)[0].strip() in ("flags", "Features") and " aes" in line
+        for line in text.splitlines()
+    )
+
+
+def _config_sets_ciphers(config: Path) -> bool:
+    try:
+        lines = config.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(line.strip().lower().startswith("ciphers") for line in lines)
+
+
+def cipher_preference() -> list[str] | None:
+    """The cipher order to ask for, or None to leave asyncssh's (and ssh_config's)."""
+    if _config_sets_ciphers(Path.home() / ".ssh" / "config") or not _cpu_has_aes():
+        return None
+    return FAST_CIPHERS
+
+
 def known_host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -162,6 +202,9 @@ async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
         "client_factory": lambda: client,
         "kbdint_auth": False,
     }
+    ciphers = cipher_preference()
+    if ciphers:
+        kwargs["encryption_algs"] = ciphers
     if opts.target.user:
         kwargs["username"] = opts.target.user
     if opts.target.port:

@@ -378,3 +378,29 @@ def test_ssh_config_alias_and_progress_on_a_terminal(
     assert (user.home / "p.bin").read_bytes() == data
     quiet = ok(x("--quiet", "put", "p.bin"))  # not a terminal: no bars, and quiet: nothing
     assert quiet == ""
+
+
+async def test_xfer_prefers_aes_gcm_unless_ssh_config_chooses(
+    live_server: LiveServer, user: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.connect import ConnectOptions, Target, _cpu_has_aes, connect
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    opts = ConnectOptions(
+        Target.parse(f"{user.name}@127.0.0.1:{live_server.port}"),
+        keys=[str(user.key_path)],
+        known_hosts=live_server.known_hosts,
+    )
+    conn = await connect(opts)
+    try:
+        wanted = "aes128-gcm@openssh.com" if _cpu_has_aes() else "chacha20-poly1305@openssh.com"
+        assert conn.get_extra_info("send_cipher") == wanted
+    finally:
+        conn.close()
+    (tmp_path / ".ssh" / "config").write_text("Host *\n  Ciphers aes256-ctr\n")
+    conn = await connect(opts)
+    try:
+        assert conn.get_extra_info("send_cipher") == "aes256-ctr"
+    finally:
+        conn.close()
