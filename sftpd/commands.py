@@ -223,6 +223,10 @@ def serve_cmd(
     workers: Annotated[
         int | None, typer.Option(help="Processes on the port [one per core].")
     ] = None,
+    ciphers: Annotated[
+        str | None,
+        typer.Option(help="Ciphers to offer, comma-separated [all but CBC; see README]."),
+    ] = None,
     node_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds without a heartbeat before a process counts as dead [60]."),
@@ -248,6 +252,7 @@ def serve_cmd(
         log_level=log_level,
         workers=workers,
         node_timeout=node_timeout,
+        ciphers=ciphers,
     )
     setup_logging(conf.log_format, conf.log_level)
     count = conf.workers or os.cpu_count() or 1

@@ -16,6 +16,15 @@ from typing import Any
 from sftpd.units import parse_size
 
 ENV_PREFIX = "SFTPD_"
+#: Every cipher sftpd can offer, in its order of preference (no CBC: see docs/security.md).
+SUPPORTED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -44,6 +53,7 @@ class Settings:
     workers: int = 0  # 0: one per core
     db: str = ""  # "" = sqlite:///<data_dir>/sftpd.db; or postgresql://user@host/db
     node_timeout: float = 60.0  # a process without a heartbeat this long is dead
+    ciphers: tuple[str, ...] = SUPPORTED_CIPHERS  # offered to clients; the client picks
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -76,6 +86,16 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(str(value))
         if name == "default_quota":
             return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
+        if name == "ciphers":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            names = tuple(str(c).strip() for c in items if str(c).strip())
+            unknown = [c for c in names if c not in SUPPORTED_CIPHERS]
+            if not names or unknown:
+                raise ValueError(
+                    f"unsupported cipher {', '.join(unknown) or '(none)'}; choose from "
+                    + ", ".join(SUPPORTED_CIPHERS)
+                )
+            return names
         if name == "db":
             url = str(value)
             if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):

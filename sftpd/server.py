@@ -37,14 +37,6 @@ KEX_ALGS = [
     "diffie-hellman-group16-sha512",
     "diffie-hellman-group14-sha256",
 ]
-CIPHERS = [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-]
 DRAIN_SECONDS = 10.0
 TRIM_DELAY = 2.0
 FORGET_GIVE_UP = 60.0  # seconds of backoff before a connection row is left to the next start
@@ -163,7 +155,7 @@ class Service:
                     # No GSS: without this asyncssh resolves getfqdn() at every login.
                     gss_host=None,
                     kex_algs=KEX_ALGS,
-                    encryption_algs=CIPHERS,
+                    encryption_algs=list(settings.ciphers),
                     server_version="sftpd",
                     reuse_address=True,
                     reuse_port=reuse_port,

@@ -184,3 +184,27 @@ def test_ssh_exec_unknown_command_and_no_shell(live_server: LiveServer, user: Us
     )  # fmt: skip
     assert result.returncode != 0
     assert "forwarding failed" in result.stderr.lower()
+
+
+def test_offered_ciphers_steer_default_openssh_clients(tmp_path: Path) -> None:
+    """Without chacha20 on offer, OpenSSH's default order lands on AES-CTR."""
+    from tests.conftest import start_live_server, stop_live_server
+
+    server = start_live_server(tmp_path, ciphers=("aes128-gcm@openssh.com", "aes128-ctr"))
+    try:
+        user = server.add_user()
+        r = subprocess.run(
+            ["ssh", "-v", "-p", str(server.port), *server.ssh_options(), f"{user.name}@127.0.0.1",
+             "sp"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-500:]
+        assert "cipher: aes128-ctr" in r.stderr
+        r = subprocess.run(
+            ["ssh", "-c", "chacha20-poly1305@openssh.com", "-p", str(server.port),
+             *server.ssh_options(), f"{user.name}@127.0.0.1", "sp"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == 255  # no cipher in common: refused at key exchange
+    finally:
+        stop_live_server(server)

@@ -70,3 +70,17 @@ def test_parse_size_refuses_nonsense(text: str) -> None:
 def test_format_size() -> None:
     assert format_size(12) == "12 B"
     assert format_size(int(1.2 * 1024**3)) == "1.2 GiB"
+
+
+def test_ciphers_and_database_settings() -> None:
+    s = load_settings(env={"SFTPD_CIPHERS": "aes128-ctr, aes128-gcm@openssh.com"})
+    assert s.ciphers == ("aes128-ctr", "aes128-gcm@openssh.com")
+    for bad in ("aes128-cbc", "", "rot13"):
+        with pytest.raises(ConfigError, match="ciphers"):
+            load_settings(env={"SFTPD_CIPHERS": bad})
+    assert load_settings(env={}).db_url.startswith("sqlite:///")
+    url = "postgresql://sftpd@db.example/sftpd"
+    assert load_settings(env={"SFTPD_DB": url}).db_url == url
+    with pytest.raises(ConfigError, match="db"):
+        load_settings(env={"SFTPD_DB": "mysql://x"})
+    assert load_settings(env={"SFTPD_NODE_TIMEOUT": "5"}).node_timeout == 5.0
