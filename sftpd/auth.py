@@ -86,15 +86,13 @@ class Connection(asyncssh.SSHServer):
         """Refuse a blocked address or one over its connection limit, before any login."""
         service = self.service
         try:
-            if await service.defender.is_blocked(self.addr):
-                log.debug("blocked address refused", extra={"addr": self.addr})
-                self.close("Too many login failures from your address; try again later")
-                return False
-            self._registered = await service.store.open_connection(
+            # A blocked address is refused whatever the defender's threshold is now.
+            admission = await service.store.admit(
                 self._conn_id,
                 service.holder,
                 self.addr,
                 service.settings.max_connections_per_address,
+                time.time(),
             )
         except StoreUnavailable as exc:
             # Fail open: the limits are for fairness, and a full or locked database must
@@ -104,7 +102,11 @@ class Connection(asyncssh.SSHServer):
                 extra={"addr": self.addr, "error": str(exc)},
             )
             return True
-        if not self._registered:
+        if admission == "blocked":
+            log.debug("blocked address refused", extra={"addr": self.addr})
+            self.close("Too many login failures from your address; try again later")
+            return False
+        if admission == "full":
             audit(
                 "connection refused",
                 event="connection",
@@ -114,7 +116,9 @@ class Connection(asyncssh.SSHServer):
                 reason="too many connections from this address",
             )
             self.close("Too many connections from your address")
-        return self._registered
+            return False
+        self._registered = True
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.connections.discard(self)

@@ -34,9 +34,6 @@ class Defender:
     def enabled(self) -> bool:
         return self.threshold > 0
 
-    async def is_blocked(self, addr: str) -> bool:
-        return self.enabled and await self.store.banned_until(addr) > time.time()
-
     async def failure(self, addr: str, user: str) -> Strike:
         """Count one failure from ``addr``; log the block if this one started it."""
         if not self.enabled:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
+
+Admission = Literal["ok", "full", "blocked"]
 
 
 class StoreError(Exception):
@@ -199,8 +201,12 @@ class Store(Protocol):
 
     async def unban(self, addr: str) -> bool: ...
 
-    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
-        """Register a connection; False (and nothing stored) if ``addr`` has ``limit``."""
+    async def admit(
+        self, conn_id: str, holder: str, addr: str, limit: int, now: float
+    ) -> Admission:
+        """Register a connection in one round trip: "blocked" if ``addr`` is blocked at
+        ``now``, "full" if it already has ``limit`` connections (nothing stored then),
+        else "ok"."""
 
     async def start_session(self, conn_id: str, user: str, limit: int) -> bool:
         """Mark the connection authenticated; False if ``user`` already has ``limit``."""
@@ -229,6 +235,7 @@ async def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "Admission",
     "Ban",
     "KeyRecord",
     "Store",

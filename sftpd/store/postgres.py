@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from sftpd.store import (
+    Admission,
     Ban,
     KeyRecord,
     StoreError,
@@ -345,21 +346,27 @@ class PostgresStore:
     async def unban(self, addr: str) -> bool:
         return await self._update("DELETE FROM defender WHERE addr=$1", addr)
 
-    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
-        async def q(c: Any) -> bool:
+    async def admit(
+        self, conn_id: str, holder: str, addr: str, limit: int, now: float
+    ) -> Admission:
+        async def q(c: Any) -> Admission:
+            if await c.fetchval(
+                "SELECT 1 FROM defender WHERE addr=$1 AND banned_until > $2", addr, now
+            ):
+                return "blocked"
             if limit:
                 await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "addr:" + addr)
                 count = await c.fetchval("SELECT count(*) FROM connections WHERE addr=$1", addr)
                 if count >= limit:
-                    return False
+                    return "full"
             await c.execute(
                 "INSERT INTO connections (id, holder, addr, started) VALUES ($1, $2, $3, $4)",
                 conn_id,
                 holder,
                 addr,
-                time.time(),
+                now,
             )
-            return True
+            return "ok"
 
         return await self._tx(q)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sftpd.store import (
+    Admission,
     Ban,
     KeyRecord,
     StoreError,
@@ -303,20 +304,27 @@ class SqliteStore:
     async def unban(self, addr: str) -> bool:
         return await self._update("DELETE FROM defender WHERE addr=?", (addr,))
 
-    async def open_connection(self, conn_id: str, holder: str, addr: str, limit: int) -> bool:
-        def q(c: sqlite3.Connection) -> bool:
+    async def admit(
+        self, conn_id: str, holder: str, addr: str, limit: int, now: float
+    ) -> Admission:
+        def q(c: sqlite3.Connection) -> Admission:
             with _transaction(c):
+                banned = c.execute(
+                    "SELECT 1 FROM defender WHERE addr=? AND banned_until > ?", (addr, now)
+                ).fetchone()
+                if banned:
+                    return "blocked"
                 if limit:
                     (count,) = c.execute(
                         "SELECT count(*) FROM connections WHERE addr=?", (addr,)
                     ).fetchone()
                     if count >= limit:
-                        return False
+                        return "full"
                 c.execute(
                     "INSERT INTO connections (id, holder, addr, started) VALUES (?, ?, ?, ?)",
-                    (conn_id, holder, addr, time.time()),
+                    (conn_id, holder, addr, now),
                 )
-                return True
+                return "ok"
 
         return await self._run(q)
 

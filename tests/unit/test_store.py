@@ -113,23 +113,26 @@ async def test_defender_counts_blocks_and_forgets(two: tuple[Store, Store]) -> N
 async def test_connection_limits_hold_across_nodes(two: tuple[Store, Store]) -> None:
     a, b = two
     opened = await asyncio.gather(
-        *(s.open_connection(f"c{i}", f"h{i % 2}", "1.2.3.4", 5) for i, s in enumerate([a, b] * 6))
+        *(s.admit(f"c{i}", f"h{i % 2}", "1.2.3.4", 5, 1.0) for i, s in enumerate([a, b] * 6))
     )
-    assert opened.count(True) == 5
-    ids = [f"c{i}" for i, ok in enumerate(opened) if ok]
+    assert opened.count("ok") == 5 and opened.count("full") == 7
+    ids = [f"c{i}" for i, ok in enumerate(opened) if ok == "ok"]
     sessions = await asyncio.gather(
         *(s.start_session(cid, "u", 3) for cid, s in zip(ids, [a, b] * 3, strict=False))
     )
     assert sessions.count(True) == 3
     for cid in ids:
         await a.close_connection(cid)
-    assert await b.open_connection("again", "h0", "1.2.3.4", 5)
+    assert await b.admit("again", "h0", "1.2.3.4", 5, 1.0) == "ok"
     await a.heartbeat("h0", 5.0)
     assert (await b.holders_seen())["h0"] == 5.0
     assert set(await b.holders()) >= {"h0"}
     await b.drop_holder("h0")
     assert "h0" not in await a.holders_seen()
-    assert await a.open_connection("x", "h1", "1.2.3.4", 1)  # h0's row went with it
+    assert await a.admit("x", "h1", "1.2.3.4", 1, 1.0) == "ok"  # h0's row went with it
+    await a.record_failure("6.6.6.6", 10.0, 60, 1, 300)
+    assert await b.admit("y", "h1", "6.6.6.6", 0, 20.0) == "blocked"
+    assert await b.admit("y", "h1", "6.6.6.6", 0, 400.0) == "ok"  # the block ran out
 
 
 async def test_reopening_keeps_data_and_schema(url: str) -> None:
