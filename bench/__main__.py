@@ -29,7 +29,8 @@ def main() -> int:
     if args.reps:
         sizes = dataclasses.replace(sizes, reps=args.reps)
     started = time.monotonic()
-    with workdir() as tmp:
+    # Source files, downloads and each server's copies: about eight big files at once.
+    with workdir(8 * max(sizes.big, sizes.hash_size)) as tmp:
         from pathlib import Path
 
         bench = Bench(sizes, CIPHERS, Path(tmp))

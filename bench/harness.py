@@ -412,7 +412,17 @@ def _random_file(path: Path, size: int) -> None:
         fh.write(os.urandom(size % MiB))
 
 
-def workdir() -> tempfile.TemporaryDirectory[str]:
-    """A temp dir on tmpfs when there is one (as the targets were measured), else /tmp."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def workdir(need: int = 0) -> tempfile.TemporaryDirectory[str]:
+    """A temp dir on tmpfs when there is one with ``need`` bytes free (as the targets were
+    measured), else /tmp. A full tmpfs shows up as a transfer dying mid-run, so check first."""
+    base = None
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= need:
+            base = "/dev/shm"
+        else:
+            print(
+                f"bench: /dev/shm has less than {need / 1024**3:.1f} GiB free; using /tmp",
+                file=sys.stderr,
+            )
     return tempfile.TemporaryDirectory(prefix="sftpd-bench-", dir=base)
