@@ -26,7 +26,7 @@ from sftpd.passwords import hash_password, random_password
 from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
 from sftpd.store import KeyRecord, Store, StoreError, UserRecord
-from sftpd.units import format_size, parse_size
+from sftpd.units import count, format_size, parse_size
 from sftpd.workers import serve_workers
 
 T = TypeVar("T")
@@ -457,7 +457,7 @@ def quota_scan(
     busy = False
     for r in with_store(q):
         if r.stored:
-            typer.echo(f"{r.user}: {format_size(r.used)} in {r.files:,} files")
+            typer.echo(f"{r.user}: {format_size(r.used)} in {count(r.files, 'file')}")
         else:
             busy = True
             typer.echo(f"{r.user}: busy (uploads in progress), usage left as it was", err=True)

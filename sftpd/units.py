@@ -53,3 +53,8 @@ def format_size(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``1,234 files``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

@@ -6,11 +6,15 @@ import json
 
 from sftpd.core.session import UsageReport
 from sftpd.exec import EXIT_USAGE, ExecContext
-from sftpd.units import format_size
+from sftpd.units import count, format_size
 
 
 def sp_line(u: UsageReport) -> str:
-    files = f"{u.files:,} files" if not u.max_files else f"{u.files:,} of {u.max_files:,} files"
+    files = (
+        count(u.files, "file")
+        if not u.max_files
+        else f"{u.files:,} of {count(u.max_files, 'file')}"
+    )
     if not u.quota:
         return f"used {format_size(u.used)} (no quota), {files}"
     percent = min(100, u.used * 100 // u.quota)

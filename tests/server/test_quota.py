@@ -354,7 +354,7 @@ def test_quota_cli_set_show_and_scan(live_server: LiveServer) -> None:
         return subprocess.run([*base, *args], capture_output=True, text=True, env=env, cwd=root)
 
     r = run("quota", "scan", user.name)
-    assert r.returncode == 0 and "1000 B in 1 files" in r.stdout
+    assert r.returncode == 0 and "1000 B in 1 file" in r.stdout
     assert run("user", "quota", user.name, "2MiB", "--max-files", "5").returncode == 0
     shown = run("user", "show", user.name).stdout
     assert "1000 B of 2.0 MiB (0%)" in shown and "1 of 5 files" in shown

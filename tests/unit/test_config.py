@@ -84,3 +84,11 @@ def test_ciphers_and_database_settings() -> None:
     with pytest.raises(ConfigError, match="db"):
         load_settings(env={"SFTPD_DB": "mysql://x"})
     assert load_settings(env={"SFTPD_NODE_TIMEOUT": "5"}).node_timeout == 5.0
+
+
+def test_counts_are_singular_for_one() -> None:
+    from sftpd.units import count
+
+    assert [count(n, "file") for n in (0, 1, 2, 1234)] == [
+        "0 files", "1 file", "2 files", "1,234 files"
+    ]  # fmt: skip
