@@ -138,18 +138,15 @@ class Bench:
             cipher,
         ]
 
+    def sftp_cmd(self, server: Server, cipher: str) -> list[str]:
+        """OpenSSH's sftp in batch mode, commands on stdin."""
+        opts = self.ssh_opts(server, cipher)
+        return ["sftp", "-b", "-", "-P", str(server.port), *opts, f"{server.user}@127.0.0.1"]
+
     def sftp(self, server: Server, batch: str, cipher: str) -> float:
         start = time.perf_counter()
         r = subprocess.run(
-            [
-                "sftp",
-                "-b",
-                "-",
-                "-P",
-                str(server.port),
-                *self.ssh_opts(server, cipher),
-                f"{server.user}@127.0.0.1",
-            ],
+            self.sftp_cmd(server, cipher),
             input=batch.encode(),
             capture_output=True,
         )
@@ -247,15 +244,7 @@ class Bench:
 
     def concurrent(self, server: Server) -> None:
         n = self.sizes.concurrent
-        cmd = [
-            "sftp",
-            "-b",
-            "-",
-            "-P",
-            str(server.port),
-            *self.ssh_opts(server, self.ciphers[0]),
-            f"{server.user}@127.0.0.1",
-        ]
+        cmd = self.sftp_cmd(server, self.ciphers[0])
         start = time.perf_counter()
         procs = [
             subprocess.Popen(

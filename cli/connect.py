@@ -18,6 +18,7 @@ from typing import Any
 import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
+from sftpd.config import SUPPORTED_CIPHERS
 from sftpd.sshtweaks import skip_cbc_countermeasure
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
@@ -63,14 +64,7 @@ class ConnectOptions:
 #: its ciphers per packet in Python and moved 310 MB/s where AES-GCM moved 392 (xfer get,
 #: 512 MiB, medians of 4). OpenSSH clients put chacha20 first; a ``Ciphers`` line in
 #: ~/.ssh/config still wins.
-FAST_CIPHERS = [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-]
+FAST_CIPHERS = list(SUPPORTED_CIPHERS)  # sftpd's own order: AES-GCM, chacha20, AES-CTR
 
 
 def _cpu_has_aes() -> bool:

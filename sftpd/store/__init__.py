@@ -193,9 +193,6 @@ class Store(Protocol):
         Failures older than ``window`` seconds are forgotten. One transaction.
         """
 
-    async def banned_until(self, addr: str) -> float:
-        """Until when ``addr`` is blocked (epoch seconds), 0 if it is not."""
-
     async def bans(self, now: float) -> list[Ban]:
         """Addresses blocked now, or with failures on record."""
 

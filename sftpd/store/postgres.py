@@ -328,12 +328,6 @@ class PostgresStore:
 
         return await self._tx(q)
 
-    async def banned_until(self, addr: str) -> float:
-        until = await self._run(
-            lambda c: c.fetchval("SELECT banned_until FROM defender WHERE addr=$1", addr)
-        )
-        return float(until) if until and until > time.time() else 0.0
-
     async def bans(self, now: float) -> list[Ban]:
         rows = await self._run(
             lambda c: c.fetch("SELECT addr, failures, banned_until FROM defender ORDER BY addr")

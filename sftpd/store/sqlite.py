@@ -285,13 +285,6 @@ class SqliteStore:
 
         return await self._run(q)
 
-    async def banned_until(self, addr: str) -> float:
-        def q(c: sqlite3.Connection) -> float:
-            row = c.execute("SELECT banned_until FROM defender WHERE addr=?", (addr,)).fetchone()
-            return float(row[0]) if row and row[0] > time.time() else 0.0
-
-        return await self._run(q)
-
     async def bans(self, now: float) -> list[Ban]:
         def q(c: sqlite3.Connection) -> list[Ban]:
             rows = c.execute(

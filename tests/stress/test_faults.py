@@ -100,17 +100,22 @@ async def test_client_killed_mid_transfer_loses_nothing(
     await asyncio.sleep(0.3)
     conns, fds = len(server.service.connections), open_fds()
     got_bytes = 0  # how much of a killed download arrived
-    sftp_cmd = ["sftp", "-l", "200000", "-b", "-", "-P", str(server.port), *server.ssh_options()]
 
-    if killer == "sftp put":  # OpenSSH's sftp, throttled to 25 MB/s so we can kill it midway
+    def throttled_sftp(command: str) -> subprocess.Popen[str]:
+        """OpenSSH's sftp at 25 MB/s, so it can be killed midway; its own process group."""
         proc = subprocess.Popen(
-            [*sftp_cmd, f"{user.name}@127.0.0.1"], stdin=subprocess.PIPE, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            ["sftp", "-l", "200000", "-b", "-", "-P", str(server.port), *server.ssh_options(),
+             f"{user.name}@127.0.0.1"],
+            stdin=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         assert proc.stdin is not None
-        proc.stdin.write(f"put {local} big.bin\n")
+        proc.stdin.write(command + "\n")
         proc.stdin.flush()
-        kill_when(proc, remote, 4 * MiB, size)
+        return proc
+
+    if killer == "sftp put":
+        kill_when(throttled_sftp(f"put {local} big.bin"), remote, 4 * MiB, size)
     elif killer == "xfer put":
         proc = subprocess.Popen(
             xfer.cmd("put", "big.bin"), env=xfer.env, cwd=tmp_path, text=True,
@@ -126,14 +131,7 @@ async def test_client_killed_mid_transfer_loses_nothing(
     else:  # "sftp get": the download dies; the server's copy must be untouched
         remote.write_bytes(data)
         got = tmp_path / "got.bin"
-        proc = subprocess.Popen(
-            [*sftp_cmd, f"{user.name}@127.0.0.1"], stdin=subprocess.PIPE, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        assert proc.stdin is not None
-        proc.stdin.write(f"get big.bin {got}\n")
-        proc.stdin.flush()
-        got_bytes = kill_when(proc, got, 4 * MiB, size)
+        got_bytes = kill_when(throttled_sftp(f"get big.bin {got}"), got, 4 * MiB, size)
         assert hashlib.sha256(remote.read_bytes()).digest() == hashlib.sha256(data).digest()
         # Make the stored usage true: the test put the file there behind sftpd's back.
         from sftpd.reconcile import scan_user
