@@ -196,6 +196,15 @@ class SftpdServer(asyncssh.SFTPServer):
         self.on_activity()
         return await self._quota_guard(file_obj.write, offset, data)
 
+    async def copy_data(
+        self, src: object, src_offset: int, length: int, dst: object, dst_offset: int
+    ) -> None:
+        """copy-data: the whole range or nothing, counted like any write."""
+        if not isinstance(src, OpenFile) or not isinstance(dst, OpenFile):
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        self.on_activity()
+        await self._quota_guard(dst.copy_from, src, src_offset, length, dst_offset)
+
     def lstat(self, path: bytes) -> os.stat_result:
         return _call(self.session.stat, _path(path), follow=False)
 
@@ -371,6 +380,20 @@ class SftpdHandler(SFTPServerHandler):
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
         return await self._sftpd.write(file_obj, offset, data)
 
+    async def _process_copy_data(self, packet: SSHPacket) -> None:
+        """copy-data (draft-ietf-secsh-filexfer-extensions-00 section 7), served whole.
+
+        asyncssh's own loop takes the first short read for the end of the file,
+        and reads here are clamped to MAX_READ_LEN: it silently truncated copies.
+        """
+        src = self._file_handles.get(packet.get_string())
+        src_offset = packet.get_uint64()
+        length = packet.get_uint64()
+        dst = self._file_handles.get(packet.get_string())
+        dst_offset = packet.get_uint64()
+        packet.check_end()
+        await self._sftpd.copy_data(src, src_offset, length, dst, dst_offset)
+
     async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
         path = packet.get_string()
         packet.check_end()
@@ -426,6 +449,7 @@ class SftpdHandler(SFTPServerHandler):
         FXP_OPEN: _process_open_limited,
         FXP_OPENDIR: _process_opendir_limited,
         FXP_WRITE: _process_write_lenient,
+        b"copy-data": _process_copy_data,
         b"limits@openssh.com": _process_limits,
         b"expand-path@openssh.com": _process_expand_path,
         b"home-directory": _process_home_directory,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 
 from sftpd.core.errors import PermissionDenied, from_oserror
 from sftpd.core.quota import Inode, QuotaLedger
 
+#: Bytes per step of a server-side copy (copy_file_range or pread/pwrite), in a worker thread.
+COPY_STEP = 1024 * 1024
 #: Permission bits a client may set: never setuid, setgid or sticky.
 PERMISSION_MASK = 0o777
 OPEN_BASE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -47,6 +50,35 @@ class AttrChanges:
         """chown is refused; restating the current owner (some clients do) is fine."""
         if self.uid not in (None, st.st_uid) or self.gid not in (None, st.st_gid):
             raise PermissionDenied("permission denied: changing owner is not allowed")
+
+
+def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> int:
+    """Copy ``length`` bytes between descriptors; returns how many were copied.
+
+    Loops until ``length`` is done or the source really ends: a short step is
+    never taken for the end of the file. Blocking: call it in a worker thread.
+    """
+    done = 0
+    kernel = hasattr(os, "copy_file_range")
+    while done < length:
+        step = min(COPY_STEP, length - done)
+        n = 0
+        if kernel:
+            try:
+                n = os.copy_file_range(src, dst, step, src_offset + done, dst_offset + done)
+            except OSError:  # EXDEV, ENOSYS, EINVAL on some filesystems: plain copy
+                kernel = False
+        if not kernel:
+            data = os.pread(src, step, src_offset + done)
+            view = memoryview(data)
+            while view:
+                w = os.pwrite(dst, view, dst_offset + done + n)
+                view = view[w:]
+                n += w
+        if n == 0:
+            break  # the source ended early (it shrank meanwhile)
+        done += n
+    return done
 
 
 def set_times(fd: int, name: str | None, changes: AttrChanges) -> None:
@@ -120,6 +152,45 @@ class OpenFile:
             await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
             raise from_oserror(exc) from None
         return done
+
+    async def copy_from(self, src: OpenFile, src_offset: int, length: int, offset: int) -> int:
+        """Server-side copy (the ``copy-data`` extension): all of it or none of it.
+
+        ``length`` 0 means to the end of ``src``. The growth is reserved before
+        any byte is written, so a copy that does not fit fails with the quota
+        message and leaves this file as it was. The copy runs in a worker
+        thread on duplicated descriptors, so a session closing meanwhile cannot
+        hand a reused descriptor number to it.
+        """
+        if not src.mode.read:
+            raise PermissionDenied("permission denied: source not open for reading")
+        if not self.mode.write or self._ledger is None or self._inode is None:
+            raise PermissionDenied("permission denied: destination not open for writing")
+        sst, dst = src.stat(), self.stat()
+        if (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
+            raise PermissionDenied("cannot copy a file onto itself")
+        if src_offset < 0 or offset < 0 or length < 0:
+            raise PermissionDenied("invalid offset or length")
+        count = max(0, sst.st_size - src_offset)
+        if length:
+            count = min(count, length)
+        if count == 0:
+            return 0
+        if offset + count > self._inode.counted:
+            await self._ledger.resize(self._inode, offset + count)
+        fds: list[int] = []
+        copied = 0
+        try:
+            fds = [os.dup(src.fd), os.dup(self.fd)]
+            copied = await asyncio.to_thread(copy_range, fds[0], fds[1], src_offset, offset, count)
+        except OSError as exc:
+            raise from_oserror(exc) from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if copied != count:  # failed or the source shrank: count what is really there
+                await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
+        return copied
 
     def stat(self) -> os.stat_result:
         try:
