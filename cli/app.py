@@ -25,6 +25,7 @@ from cli.remote import Entry, Remote
 T = TypeVar("T")
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="xfer: move files to and from an SFTP server (sftpd or any other).\n\n" + EXIT_CODES_HELP,
     add_completion=False,
     pretty_exceptions_enable=False,

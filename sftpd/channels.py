@@ -1,4 +1,8 @@
-"""Session channels: SFTP subsystem, SCP and exec commands; shell and pty refused."""
+"""Session channels: SFTP subsystem, SCP and exec commands.
+
+A shell request (with or without a pty) is accepted only to answer it: a few
+lines on how to connect, then exit status 1, as git hosting services do.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from asyncssh.scp import run_scp_server
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from sftpd.exec import ExecContext, run_command
+from sftpd.exec.table import no_shell
 from sftpd.sftp import SftpdHandler, SftpdServer
 
 if TYPE_CHECKING:
@@ -28,10 +33,10 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
 
     def shell_requested(self) -> bool:
         self._owner.refused("shell")
-        return False
+        return True  # answered by no_shell, never run
 
     def pty_requested(self, *args: object) -> bool:
-        return False
+        return True  # only ever used to print no_shell's lines
 
     def exec_requested(self, command: str) -> bool:
         return True
@@ -59,7 +64,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
             if result is not None:
                 conn.spawn(result)  # type: ignore[arg-type]
         else:
-            conn.spawn(self._exec(command or "", stdin, stdout, stderr))
+            conn.spawn(self._exec(command, stdin, stdout, stderr))
 
     @staticmethod
     async def _sftp(
@@ -80,23 +85,29 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
 
     async def _exec(
         self,
-        command: str,
+        command: str | None,
         stdin: SSHReader[bytes],
         stdout: SSHWriter[bytes],
         stderr: SSHWriter[bytes],
     ) -> None:
         conn = self._owner
         conn.touch()
-        server = conn.new_sftp_server(cast(asyncssh.SSHServerChannel[bytes], stdout.channel))
+        chan = cast(asyncssh.SSHServerChannel[bytes], stdout.channel)
+        server = conn.new_sftp_server(chan)
+        pty = chan.get_terminal_type() is not None
+        ctx = ExecContext(server.session, stdin, stdout, stderr, pty)
         status = 1
         try:
-            status = await run_command(ExecContext(server.session, stdin, stdout, stderr), command)
+            if command is None:
+                host, port = chan.get_extra_info("sockname")[:2]
+                status = await no_shell(ctx, host, port)
+            else:
+                status = await run_command(ctx, command)
         except Exception:
             log.exception("exec command failed", extra={"user": conn.username})
             stderr.write(b"sftpd: internal error\n")
         finally:
             await server.exit()
             conn.touch()
-        chan = stdout.channel
         if not chan.is_closing():
-            chan.exit(status)  # type: ignore[attr-defined]
+            chan.exit(status)

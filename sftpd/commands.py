@@ -35,21 +35,30 @@ EXIT_CONFIG = 2
 DEMO_USER = "demo"
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="sftpd: a secure, quota-limited SFTP and SCP server.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-user_app = typer.Typer(help="Manage users (works while the server runs).", no_args_is_help=True)
-key_app = typer.Typer(help="Manage a user's public keys.", no_args_is_help=True)
-quota_app = typer.Typer(help="Usage and quotas.", no_args_is_help=True)
+user_app = typer.Typer(
+    rich_markup_mode=None, help="Manage users (works while the server runs).", no_args_is_help=True
+)
+key_app = typer.Typer(
+    rich_markup_mode=None, help="Manage a user's public keys.", no_args_is_help=True
+)
+quota_app = typer.Typer(rich_markup_mode=None, help="Usage and quotas.", no_args_is_help=True)
 defender_app = typer.Typer(
-    help="Client addresses blocked after repeated login failures.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Client addresses blocked after repeated login failures.",
+    no_args_is_help=True,
 )
 app.add_typer(user_app, name="user")
 app.add_typer(quota_app, name="quota")
 app.add_typer(defender_app, name="defender")
-db_app = typer.Typer(help="The database (SQLite or PostgreSQL).", no_args_is_help=True)
+db_app = typer.Typer(
+    rich_markup_mode=None, help="The database (SQLite or PostgreSQL).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 user_app.add_typer(key_app, name="key")
 
@@ -194,10 +203,13 @@ def main_options(
 @app.command("serve")
 def serve_cmd(
     listen: Annotated[
-        list[str] | None, typer.Option("--listen", "-l", help="Address to listen on (repeatable).")
+        list[str] | None,
+        typer.Option("--listen", "-l", help="Address to listen on, repeatable [127.0.0.1]."),
     ] = None,
     port: Annotated[int | None, typer.Option("--port", "-p", help="TCP port [2222].")] = None,
-    default_quota: Annotated[str | None, typer.Option(help="Quota for users without one.")] = None,
+    default_quota: Annotated[
+        str | None, typer.Option(help="Quota for users without one [5GiB].")
+    ] = None,
     login_grace_time: Annotated[float | None, typer.Option(help="Seconds to log in [30].")] = None,
     max_auth_attempts: Annotated[
         int | None, typer.Option(help="Failures per connection [6].")
@@ -218,8 +230,10 @@ def serve_cmd(
     defender_ban_time: Annotated[
         float | None, typer.Option(help="Seconds an address stays blocked [900].")
     ] = None,
-    log_format: Annotated[str | None, typer.Option(help="text | json.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text | json [text].")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug | info | warning | error [info].")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes on the port [one per core].")
     ] = None,

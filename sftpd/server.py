@@ -148,7 +148,10 @@ class Service:
                     server_host_keys=[k.key for k in host_keys],
                     encoding=None,
                     login_timeout=settings.login_grace_time or None,
-                    allow_pty=False,
+                    # A pty is granted only so that `ssh -t` gets the no-shell lines; no
+                    # line editor: exec output stays byte-exact.
+                    allow_pty=True,
+                    line_editor=False,
                     agent_forwarding=False,
                     x11_forwarding=False,
                     kbdint_auth=False,

@@ -22,6 +22,7 @@ class ExecContext:
     stdin: asyncssh.SSHReader[bytes]
     stdout: asyncssh.SSHWriter[bytes]
     stderr: asyncssh.SSHWriter[bytes]
+    pty: bool = False
 
     def out(self, text: str) -> None:
         self.stdout.write(text.encode("utf-8", "surrogateescape"))
@@ -53,4 +54,4 @@ async def run_command(ctx: ExecContext, command: str) -> int:
         name = argv[0].encode("utf-8", "backslashreplace")[:200]
         ctx.stderr.write(name + b": command not found\n")
         return EXIT_NOT_FOUND
-    return await handler(ctx, argv[1:])
+    return await handler.run(ctx, argv[1:])

@@ -175,8 +175,21 @@ def test_ssh_exec_unknown_command_and_no_shell(live_server: LiveServer, user: Us
     assert result.returncode == 127
     assert "cat: command not found" in result.stderr
     result = live_server.ssh(user)  # asks for a shell
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "root:" not in result.stdout
+    assert f"you are logged in as {user.name}" in result.stderr
+    assert "shell request failed" not in result.stderr
+    result = subprocess.run(
+        ["ssh", "-tt", "-p", str(live_server.port), *live_server.ssh_options(),
+         f"{user.name}@127.0.0.1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip  # -tt: a pty even without a local terminal
+    assert result.returncode == 1
+    assert "PTY allocation request failed" not in result.stderr
+    assert "SFTP and SCP only" in result.stdout + result.stderr  # a pty merges the streams
+    result = live_server.ssh(user, "help")
+    assert result.returncode == 0
+    assert "sp [--json]" in result.stdout
     result = subprocess.run(
         ["ssh", "-p", str(live_server.port), *live_server.ssh_options(), "-N",
          "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9", f"{user.name}@127.0.0.1"],

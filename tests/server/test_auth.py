@@ -139,16 +139,37 @@ async def test_max_sessions_per_user_is_enforced(live_server: LiveServer) -> Non
         pass
 
 
-async def test_shell_pty_and_forwarding_are_refused(live_server: LiveServer, user: User) -> None:
+async def test_shell_and_pty_get_how_to_connect_and_forwarding_is_refused(
+    live_server: LiveServer, user: User
+) -> None:
     async with live_server.connect(user) as conn:
-        with pytest.raises(asyncssh.ChannelOpenError):
-            await conn.create_process(term_type="xterm")
-        with pytest.raises(asyncssh.ChannelOpenError):
-            await conn.create_process()  # a shell
+        for term in (None, "xterm"):
+            proc = await conn.create_process(term_type=term)  # a shell, with or without a pty
+            await proc.wait_closed()
+            result = await proc.wait()
+            assert result.exit_status == 1
+            err = str(result.stderr)
+            assert f"logged in as {user.name}" in err
+            assert "SFTP and SCP only" in err
+            assert f"sftp -P {live_server.port} {user.name}@127.0.0.1" in err
+            assert "sp [--json]" in err and "sha256sum" in err
+            assert "used " in err.splitlines()[-1]
+            assert ("\r\n" in err) == (term is not None)
+            assert not result.stdout
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_connection("127.0.0.1", live_server.port)
         with pytest.raises(asyncssh.ChannelListenError):
             await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 9)
+
+
+async def test_help_lists_every_command_one_line_each(live_server: LiveServer, user: User) -> None:
+    from sftpd.exec.table import COMMANDS
+
+    async with live_server.connect(user) as conn:
+        result = await conn.run("help", check=True)
+    lines = str(result.stdout).splitlines()
+    assert [line.split()[0] for line in lines] == list(COMMANDS)
+    assert all(len(line.split(None, 1)) == 2 for line in lines)
 
 
 async def test_unknown_exec_command_is_127_with_a_message(
