@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import os
 import stat
@@ -17,7 +19,7 @@ import asyncssh
 import typer
 
 from cli import transfer
-from cli.connect import ConnectOptions, Target, connect
+from cli.connect import ConnectOptions, Target, connect, default_known_hosts
 from cli.errors import EXIT_CODES_HELP, INTERRUPTED, USAGE, XferError, from_exception
 from cli.profiles import Profile, Profiles
 from cli.remote import Entry, Remote
@@ -93,7 +95,12 @@ async def open_remote() -> Remote:
     except (asyncssh.Error, OSError) as exc:
         conn.close()
         raise from_exception(exc, str(target)) from None
-    return Remote(conn, sftp, profile.cwd if profile else "/")
+    try:
+        cwd = profile.cwd if profile and profile.cwd else await sftp.realpath(".")
+    except (asyncssh.Error, OSError) as exc:
+        conn.close()
+        raise from_exception(exc, str(target)) from None
+    return Remote(conn, sftp, cwd)
 
 
 def run(work: Callable[[Remote], Awaitable[T]]) -> T:
@@ -118,22 +125,65 @@ def run(work: Callable[[Remote], Awaitable[T]]) -> T:
         fail(from_exception(exc))
 
 
+IdentityOpt = Annotated[
+    list[str] | None, typer.Option("--identity", "-i", help="Private key (repeatable).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_SHARED = (
+    inspect.Parameter("identity", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=IdentityOpt),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=QuietOpt),
+    inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=JsonOpt),
+)  # fmt: skip
+
+
+def _take_shared(identity: list[str] | None, quiet: bool, json_out: bool) -> None:
+    """Options given before or after the verb mean the same."""
+    state.keys = [*state.keys, *(identity or [])]
+    state.quiet = state.quiet or quiet
+    state.json = state.json or json_out
+
+
+def verb(name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """``app.command`` that also accepts ``-i``, ``-q`` and ``--json`` after the verb."""
+
+    def register(fn: Callable[..., T]) -> Callable[..., T]:
+        sig = inspect.signature(fn, eval_str=True)
+
+        @functools.wraps(fn)
+        def command(
+            *args: Any, identity: list[str] | None = None, quiet: bool = False,
+            json_out: bool = False, **kwargs: Any,
+        ) -> T:  # fmt: skip
+            _take_shared(identity, quiet, json_out)
+            return fn(*args, **kwargs)
+
+        command.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[*sig.parameters.values(), *_SHARED]
+        )
+        app.command(name)(command)
+        return fn
+
+    return register
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
     target: Annotated[str | None, typer.Option("--target", "-t", help="user@host[:port]")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Saved profile name.")] = None,
-    identity: Annotated[
-        list[str] | None, typer.Option("--identity", "-i", help="Private key (repeatable).")
-    ] = None,
+    identity: IdentityOpt = None,
     known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file.")] = None,
     accept_new: Annotated[bool, typer.Option(help="Trust and remember an unknown host.")] = False,
     batch: Annotated[
         bool, typer.Option(help="Never prompt (default when stdin is not a tty).")
     ] = False,
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     state.target, state.profile, state.keys = target, profile, identity or []
@@ -154,26 +204,24 @@ def main(
 # -- profiles --------------------------------------------------------------------
 
 
-@app.command()
+@verb()
 def login(
     target: Annotated[str, typer.Argument(help="user@host[:port]")],
     name: Annotated[str | None, typer.Option(help="Profile name [the target].")] = None,
-    identity: Annotated[list[str] | None, typer.Option("--identity", "-i")] = None,
 ) -> None:
-    """Check the connection and save TARGET as the default profile."""
+    """Check the connection and save TARGET as the default profile, with the keys and
+    known_hosts file that worked and the directory the server starts in."""
     state.target = target
-    if identity:
-        state.keys = identity
-    run(lambda r: r.sftp.realpath("."))
+    start = run(lambda r: r.sftp.realpath("."))
     profiles = Profiles.load()
     key = name or target
     old = profiles.profiles.get(key)
     profiles.profiles[key] = Profile(
         key,
         target,
-        [str(Path(k).expanduser().resolve()) for k in identity or []],
-        old.cwd if old else "/",
-        str(state.known_hosts.resolve()) if state.known_hosts else None,
+        [str(Path(k).expanduser().resolve()) for k in state.keys],
+        old.cwd if old and old.cwd else start,
+        str((state.known_hosts or default_known_hosts()).expanduser().resolve()),
     )
     profiles.default = key
     profiles.save()
@@ -181,7 +229,7 @@ def login(
         print(f"logged in to {target} (profile {key})")
 
 
-@app.command()
+@verb()
 def logout(name: Annotated[str | None, typer.Argument()] = None) -> None:
     """Forget a saved profile (the default one if no NAME)."""
     profiles = Profiles.load()
@@ -226,7 +274,7 @@ def _transfer_cmd(upload: bool, args: list[str], opts: transfer.Options) -> None
     summary("uploaded" if upload else "downloaded", report)
 
 
-@app.command()
+@verb()
 def put(
     sources: Annotated[list[str], typer.Argument(help="LOCAL... [REMOTE]")],
     resume: ResumeOpt = False,
@@ -239,7 +287,7 @@ def put(
     _transfer_cmd(True, sources, opts)
 
 
-@app.command()
+@verb()
 def get(
     sources: Annotated[list[str], typer.Argument(help="REMOTE... [LOCAL]")],
     resume: ResumeOpt = False,
@@ -271,7 +319,7 @@ def entry_json(e: Entry) -> dict[str, Any]:
             "size": e.size, "mtime": e.attrs.mtime}  # fmt: skip
 
 
-@app.command("dir")
+@verb("dir")
 def dir_cmd(path: Annotated[str, typer.Argument()] = "") -> None:
     """List a directory like ls -l, sorted by name."""
     entries = run(lambda r: r.listdir(path))
@@ -282,9 +330,10 @@ def dir_cmd(path: Annotated[str, typer.Argument()] = "") -> None:
             print(format_entry(e))
 
 
-@app.command()
-def cd(path: Annotated[str, typer.Argument()] = "/") -> None:
-    """Change the remote directory; later one-shot verbs are relative to it."""
+@verb()
+def cd(path: Annotated[str, typer.Argument()] = "") -> None:
+    """Change the remote directory (none: where the server starts); later one-shot verbs
+    are relative to it."""
     new = run(lambda r: r.cd(path))
     target, profile = resolve_profile()
     profiles = Profiles.load()
@@ -297,20 +346,27 @@ def cd(path: Annotated[str, typer.Argument()] = "/") -> None:
         print(new)
 
 
-@app.command()
+@verb()
 def pwd() -> None:
     """Print the remote working directory."""
     _target, profile = resolve_profile()
-    print(profile.cwd if profile else "/")
+    if profile and profile.cwd:
+        print(profile.cwd)
+        return
+
+    async def start(remote: Remote) -> str:
+        return remote.cwd  # where the server starts the session
+
+    print(run(start))
 
 
-@app.command()
+@verb()
 def mkdir(path: str, parents: Annotated[bool, typer.Option("--parents", "-p")] = False) -> None:
     """Create a remote directory."""
     run(lambda r: r.mkdir(path, parents))
 
 
-@app.command("del")
+@verb("del")
 def delete(
     paths: list[str],
     recursive: RecursiveOpt = False,
@@ -329,16 +385,16 @@ def delete(
     run(work)
 
 
-@app.command()
+@verb()
 def mv(old: str, new: str) -> None:
     """Rename or move a remote file or directory."""
     run(lambda r: r.rename(old, new))
 
 
-@app.command()
-def sp(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+@verb()
+def sp() -> None:
     """Space used and quota (the server's sp command)."""
-    result = run(lambda r: r.run("sp", *(["--json"] if json_out or state.json else [])))
+    result = run(lambda r: r.run("sp", *(["--json"] if state.json else [])))
     if result.exit_status != 0:
         fail(XferError(1, str(result.stderr or "sp is not supported by this server").strip()))
     sys.stdout.write(str(result.stdout))
@@ -350,7 +406,7 @@ def help_cmd(ctx: typer.Context) -> None:
     print(ctx.parent.get_help() if ctx.parent else "")
 
 
-@app.command()
+@verb()
 def shell() -> None:
     """Interactive shell on one connection (also: plain `xfer` with a target)."""
     from cli.shell import run_shell

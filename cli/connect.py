@@ -57,7 +57,11 @@ class ConnectOptions:
 
     @property
     def known_hosts_path(self) -> Path:
-        return self.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        return self.known_hosts or default_known_hosts()
+
+
+def default_known_hosts() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
 
 
 #: AES-GCM first where the CPU has AES instructions: asyncssh's chacha20-poly1305 sets up

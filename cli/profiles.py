@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cli.errors import USAGE, XferError
 
+VERSION = 2
+
 
 def config_dir() -> Path:
     if env := os.environ.get("XFER_CONFIG_DIR"):
@@ -22,7 +24,7 @@ class Profile:
     name: str
     target: str
     keys: list[str] = field(default_factory=list)
-    cwd: str = "/"
+    cwd: str | None = None  # None: wherever the server starts a session (realpath ".")
     known_hosts: str | None = None
 
 
@@ -45,6 +47,9 @@ class Profiles:
         except (OSError, ValueError) as exc:
             raise XferError(USAGE, f"cannot read profiles {path}: {exc}") from None
         profiles = {name: Profile(**p) for name, p in doc.get("profiles", {}).items()}
+        if doc.get("version", 1) < VERSION:  # version 1 saved "/" for "never changed"
+            for p in profiles.values():
+                p.cwd = None if p.cwd == "/" else p.cwd
         return cls(doc.get("default"), profiles)
 
     def save(self) -> None:
@@ -52,6 +57,7 @@ class Profiles:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         doc = {
+            "version": VERSION,
             "default": self.default,
             "profiles": {n: asdict(p) for n, p in self.profiles.items()},
         }

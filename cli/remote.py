@@ -40,7 +40,7 @@ class Remote:
     """One connection, its SFTP session and a working directory."""
 
     def __init__(
-        self, conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient, cwd: str = "/"
+        self, conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient, cwd: str
     ) -> None:
         self.conn = conn
         self.sftp = sftp
@@ -58,7 +58,8 @@ class Remote:
         return max(4096, min(limits.max_read_len, limits.max_write_len, 256 * 1024))
 
     async def cd(self, path: str) -> str:
-        target = await self.sftp.realpath(self.resolve(path))
+        """Change directory; an empty path goes back where the server started the session."""
+        target = await self.sftp.realpath(self.resolve(path) if path else ".")
         if not await self.sftp.isdir(target):
             raise asyncssh.SFTPNoSuchFile(f"not a directory: {path}")
         self.cwd = target

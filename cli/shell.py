@@ -129,7 +129,7 @@ class Shell:
             print(format_entry(e))
 
     async def cd(self, flags: set[str], args: list[str]) -> None:
-        await self.remote.cd(args[0] if args else "/")
+        await self.remote.cd(args[0] if args else "")
 
     async def pwd(self, flags: set[str], args: list[str]) -> None:
         print(self.remote.cwd)

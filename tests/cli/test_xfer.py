@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -404,3 +405,100 @@ async def test_xfer_prefers_aes_gcm_unless_ssh_config_chooses(
         assert conn.get_extra_info("send_cipher") == "aes256-ctr"
     finally:
         conn.close()
+
+
+# -- the remote starting directory, saved logins, options after the verb ---------------
+
+
+@pytest.fixture(scope="module")
+def sshd_plain_user() -> Iterator[tuple[OpenSSHServer, Path]]:
+    """OpenSSH's sshd and a fresh non-root account whose home is not ``/``.
+
+    The tests run as root (CI installs packages with apt-get); the account is removed after.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.getuid() != 0 or not shutil.which("useradd"):
+        pytest.fail("needs root and useradd to create a throwaway non-root account")
+    # sshd reads authorized_keys as the user: outside pytest's 0700 tree, world-readable
+    sshd_dir = Path(tempfile.mkdtemp(prefix="xfer-sshd-", dir="/tmp"))
+    server = start_sshd(sshd_dir)
+    os.chmod(sshd_dir / "authorized_keys", 0o644)
+    name = f"xfer{os.getpid() % 100000}"
+    home = Path(tempfile.mkdtemp(prefix="xfer-home-", dir="/tmp"))
+    subprocess.run(["useradd", "--home-dir", str(home), "--no-create-home", "--shell", "/bin/sh",
+                    "--password", "*", name], check=True)  # fmt: skip
+    try:
+        os.chmod(home, 0o755)
+        info = pwd.getpwnam(name)
+        os.chown(home, info.pw_uid, info.pw_gid)
+        server.user = name
+        yield server, home
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+        subprocess.run(["userdel", name], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(sshd_dir, ignore_errors=True)
+
+
+def test_relative_paths_start_where_the_server_starts(
+    sshd_plain_user: tuple[OpenSSHServer, Path], tmp_path: Path
+) -> None:
+    """Against sshd (no chroot) a relative path is in the user's home, as with sftp."""
+    server, home = sshd_plain_user
+    x = Xfer(tmp_path, f"{server.user}@127.0.0.1:{server.port}", server.key, server.known_hosts)
+    data = blob(tmp_path / "o.bin", 300_000)
+    assert ok(x("pwd")).strip() == str(home)
+    ok(x("put", "o.bin", "o.bin"))
+    assert (home / "o.bin").read_bytes() == data
+    assert not Path("/o.bin").exists()
+    ok(x("mkdir", "sub"))
+    assert (home / "sub").is_dir()
+    ok(x("mv", "o.bin", "sub"))
+    assert (home / "sub" / "o.bin").read_bytes() == data
+    assert [e["name"] for e in json.loads(ok(x("dir", "sub", "--json")))] == ["o.bin"]
+    ok(x("get", "sub/o.bin", "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    assert ok(x("cd", "sub")).strip() == str(home / "sub")  # remembered per profile
+    assert ok(x("pwd")).strip() == str(home / "sub")
+    ok(x("del", "o.bin"))
+    assert not (home / "sub" / "o.bin").exists()
+    assert ok(x("cd")).strip() == str(home)  # no argument: back to the start
+    shell = x("shell", input="put o.bin s.bin\ncd sub\npwd\nmkdir deeper\n")
+    ok(shell)
+    assert (home / "s.bin").read_bytes() == data
+    assert (home / "sub" / "deeper").is_dir()
+    assert f"{home}/sub\n" in shell.stdout
+
+
+def test_login_keeps_the_key_and_known_hosts_in_either_position(
+    live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    target = f"{user.name}@127.0.0.1:{live_server.port}"
+    key, known = str(user.key_path), str(live_server.known_hosts)
+    for i, argv in enumerate((
+        ["-i", key, "--known-hosts", known, "login", target],
+        ["--known-hosts", known, "login", target, "-i", key],
+    )):  # fmt: skip
+        (tmp_path / str(i)).mkdir()
+        x = Xfer(tmp_path / str(i), target, None, None)
+        assert "logged in" in ok(x(*argv, base=False))
+        saved = json.loads((tmp_path / str(i) / "cfg" / "profiles.json").read_text())
+        profile = saved["profiles"][target]
+        assert profile["keys"] == [str(user.key_path.resolve())]
+        assert profile["known_hosts"] == str(live_server.known_hosts.resolve())
+        ok(x("mkdir", f"made{i}", base=False))  # no -i, no -t: the profile carries them
+        assert (user.home / f"made{i}").is_dir()
+
+
+def test_output_options_work_after_the_verb(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    blob(tmp_path / "a.bin", 1000)
+    assert ok(xfer("put", "a.bin", "-q")) == ""
+    assert json.loads(ok(xfer("put", "a.bin", "--json")))["files"] == 1
+    assert [e["name"] for e in json.loads(ok(xfer("dir", "--json")))] == ["a.bin"]
+    assert json.loads(ok(xfer("sp", "--json")))["used"] == 1000
+    assert json.loads(ok(xfer("--json", "sp")))["used"] == 1000
+    assert ok(xfer("mkdir", "q", "-q")) == ""
