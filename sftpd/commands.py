@@ -374,7 +374,7 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
 
 
 @user_app.command("show")
-def user_show(name: str) -> None:
+def user_show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one user."""
 
     async def q(store: Store, conf: Settings) -> tuple[UserRecord | None, int]:
@@ -383,6 +383,9 @@ def user_show(name: str) -> None:
     user, default = with_store(q)
     if user is None:
         fail(f"no such user: {name}")
+    if json_out:
+        typer.echo(json.dumps(user_json(user, default), indent=2))
+        return
     typer.echo(f"user:     {user.name}")
     typer.echo(f"status:   {'disabled' if user.disabled else 'enabled'}")
     typer.echo(f"password: {'set' if user.password_hash else 'none'}")

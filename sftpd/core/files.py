@@ -190,6 +190,7 @@ class OpenFile:
                 os.close(fd)
             if copied != count:  # failed or the source shrank: count what is really there
                 await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
+        await self._ledger.flush_or_defer()
         return copied
 
     def stat(self) -> os.stat_result:
@@ -209,6 +210,7 @@ class OpenFile:
                 if self._ledger is None or self._inode is None:
                     raise PermissionDenied("permission denied: file not open for writing")
                 await resize_fd(self._ledger, self._inode, self.fd, changes.size)
+                await self._ledger.flush_or_defer()
             if changes.permissions is not None:
                 os.fchmod(self.fd, changes.permissions & PERMISSION_MASK)
             set_times(self.fd, None, changes)

@@ -13,10 +13,11 @@ How one server process keeps it exact without a database write per packet:
 * :class:`QuotaLedger` (one per user per process) claims reservations in chunks
   (8 MiB, or what is left) into a local ``pool``; growth of a file draws from
   the pool into ``pending``, and new files into ``pending_files`` while the pool
-  holds a claim (so a crash is always noticed and reconciled); a close
-  schedules a settle (coalesced over ``SETTLE_DELAY``) that writes ``pending``
-  into ``used``; the pool is handed back when the user's last session here ends.
-  Small-file uploads thus cost no store write per file;
+  holds a claim (so a crash is always noticed and reconciled); a close writes
+  ``pending`` into ``used`` before it is acknowledged (:meth:`QuotaLedger.flush`,
+  a group commit), so every view of usage anywhere reads its own writes; the
+  pool is handed back when the user's last session here ends. A small file thus
+  costs one store write, at its close, and no claim;
 * shrinking (truncate, remove, rename over a file) is written to the store at
   once, except what can be taken back from ``pending``;
 * every open inode has one :class:`Inode` record with the size the ledger
@@ -29,6 +30,7 @@ reservations of dead holders and rescans the users that had one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -36,8 +38,10 @@ from typing import Protocol
 
 from sftpd.core.errors import QuotaExceeded
 
+log = logging.getLogger("sftpd.quota")
+
 CHUNK = 8 * 1024 * 1024
-SETTLE_DELAY = 0.1  # seconds: closes within this window share one store write
+SETTLE_DELAY = 0.1  # seconds before a deferred write is retried
 
 
 class UsageView(Protocol):
@@ -96,7 +100,8 @@ class QuotaLedger:
     sessions: int = 0
     max_files: int | None = None  # cached limit; None until first asked
     inodes: dict[tuple[int, int], Inode] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # claims
+    _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # flushes and settles
     _settle_timer: asyncio.TimerHandle | None = None
     _settle_task: asyncio.Task[None] | None = None
 
@@ -165,30 +170,67 @@ class QuotaLedger:
         if n - back or files:
             await self.store.apply(self.user, self.holder, used=back - n, files=-files)
 
+    async def flush(self) -> None:
+        """Write pending growth and files into the store before an operation is
+        acknowledged, so every view of usage (any session, worker or node) reads it.
+
+        Group commit: callers that arrive while a write is in flight wait for it
+        (it may carry their changes), and one write then covers what is left.
+        """
+        async with self._write_lock:
+            await self._write(release=0)
+
+    async def flush_or_defer(self) -> None:
+        """:meth:`flush`, but a store that cannot take the write (locked, down) does
+        not fail the operation: the changes stay pending and a settle retries."""
+        try:
+            await self.flush()
+        except Exception as exc:  # the store's errors are not core's to know
+            log.warning("usage write deferred", extra={"user": self.user, "error": str(exc)})
+            self.settle_soon()
+
     async def settle(self) -> None:
-        """Write pending growth and files into the store; hand the pool back when
-        the user has no session left in this process."""
+        """Flush, and hand the pool back when the user has no session left here."""
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
-        release = self.pool if self.sessions <= 0 and self.writers == 0 else 0
-        if self.pending or self.pending_files or release:
-            pending, self.pending = self.pending, 0
-            files, self.pending_files = self.pending_files, 0
-            self.pool -= release
+        async with self._write_lock:
+            await self._write(self.pool if self.sessions <= 0 and self.writers == 0 else 0)
+
+    async def _write(self, release: int) -> None:
+        """One store write of everything pending; on failure it stays pending."""
+        if not (self.pending or self.pending_files or release):
+            return
+        pending, self.pending = self.pending, 0
+        files, self.pending_files = self.pending_files, 0
+        self.pool -= release
+        try:
             await self.store.apply(
                 self.user, self.holder, used=pending, files=files, reserved=-(pending + release)
             )
+        except BaseException:
+            self.pending += pending
+            self.pending_files += files
+            self.pool += release
+            raise
 
     def settle_soon(self) -> None:
-        """Settle after SETTLE_DELAY, once for all closes in between."""
+        """Settle after SETTLE_DELAY (a retry after a deferred flush)."""
         if self._settle_timer is None:
             loop = asyncio.get_running_loop()
             self._settle_timer = loop.call_later(SETTLE_DELAY, self._settle_now)
 
     def _settle_now(self) -> None:
         self._settle_timer = None
-        self._settle_task = asyncio.get_running_loop().create_task(self.settle())
+        self._settle_task = asyncio.get_running_loop().create_task(self._settle_logged())
+
+    async def _settle_logged(self) -> None:
+        try:
+            await self.settle()
+        except Exception as exc:
+            log.warning("usage settle failed, retrying", extra={"user": self.user,
+                                                                 "error": str(exc)})  # fmt: skip
+            self.settle_soon()
 
     def session_opened(self) -> None:
         self.sessions += 1
@@ -215,7 +257,7 @@ class QuotaLedger:
         self.writers -= 1
         if inode.refs == 0:
             self.inodes.pop(inode.key, None)
-        self.settle_soon()
+        await self.flush_or_defer()
 
     async def resize(self, inode: Inode, size: int) -> None:
         """The inode now has ``size`` bytes: grow (may raise) or shrink to match."""

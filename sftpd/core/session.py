@@ -170,8 +170,7 @@ class Session:
             try:
                 await resize_fd(self.ledger, inode, fd, size)
             finally:
-                await self.ledger.close_inode(inode, None)
-                await self.ledger.settle()
+                await self.ledger.close_inode(inode, None)  # flushes: read-your-writes
         finally:
             os.close(fd)
 
@@ -188,8 +187,8 @@ class Session:
             os.close(fd)
 
     async def usage(self) -> UsageReport:
-        """The user's usage with this process's pending growth settled first."""
-        await self.ledger.settle()
+        """The user's usage, this process's pending growth written first."""
+        await self.ledger.flush()
         u = await self.ledger.store.usage(self.user, self.ledger.default_quota)
         if u is None:
             return UsageReport(0, 0, 0, 0)

@@ -1,0 +1,102 @@
+"""QuotaLedger's write path: group commit and deferral, on a real SQLite store.
+
+The store is real; a thin gate in front of ``apply`` holds a write in flight (or
+fails it) so that the interleavings the server meets under load happen on cue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sftpd.core.quota import QuotaLedger
+from sftpd.store import Store, UserRecord, open_store
+
+
+class GatedStore:
+    """A real store whose ``apply`` waits at a gate, or fails while ``down``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+        self.down = False
+
+    async def apply(self, *args: Any, **kwargs: Any) -> None:
+        if self.down:
+            raise OSError("database is locked")
+        self.entered.set()
+        await self.gate.wait()
+        await self.store.apply(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[GatedStore]:
+    real = await open_store(str(tmp_path / "sftpd.db"))
+    await real.add_user(UserRecord("alice", quota_bytes=100 << 20))
+    yield GatedStore(real)
+    await real.close()
+
+
+def stat_of(tmp_path: Path, name: str) -> os.stat_result:
+    p = tmp_path / name
+    p.touch()
+    return os.stat(p)
+
+
+async def used(store: GatedStore) -> int:
+    u = await store.store.usage("alice", 0)
+    assert u is not None
+    return u.used
+
+
+async def test_a_close_waits_for_the_write_that_carries_its_bytes(
+    store: GatedStore, tmp_path: Path
+) -> None:
+    ledger = QuotaLedger("alice", store, "test", 0)  # type: ignore[arg-type]
+    ledger.session_opened()
+    a = ledger.open_inode(stat_of(tmp_path, "a"))
+    b = ledger.open_inode(stat_of(tmp_path, "b"))
+    await ledger.resize(a, 1000)
+    await ledger.resize(b, 2000)
+    store.gate.clear()
+    close_a = asyncio.create_task(ledger.close_inode(a, 1000))
+    await store.entered.wait()  # a's write is in flight and carries b's 2,000 bytes too
+    close_b = asyncio.create_task(ledger.close_inode(b, 2000))
+    await asyncio.sleep(0.05)
+    assert not close_b.done(), "b's close was acknowledged before its bytes were stored"
+    store.gate.set()
+    await asyncio.gather(close_a, close_b)
+    assert await used(store) == 3000
+    await ledger.session_closed()
+
+
+async def test_a_store_that_cannot_write_defers_without_failing_the_close(
+    store: GatedStore, tmp_path: Path
+) -> None:
+    ledger = QuotaLedger("alice", store, "test", 0)  # type: ignore[arg-type]
+    ledger.session_opened()
+    a = ledger.open_inode(stat_of(tmp_path, "a"))
+    await ledger.resize(a, 4096)
+    store.down = True
+    await ledger.close_inode(a, 4096)  # acknowledged: no exception
+    assert ledger.pending == 4096 and await used(store) == 0
+    await asyncio.sleep(0.35)  # retries keep failing and keep the bytes pending
+    assert ledger.pending == 4096
+    store.down = False
+    for _ in range(50):
+        if await used(store) == 4096:
+            break
+        await asyncio.sleep(0.05)
+    assert await used(store) == 4096 and ledger.pending == 0
+    await ledger.session_closed()
+    assert await store.store.usage("alice", 0) is not None
