@@ -7,6 +7,7 @@ see exactly what a scan of the disk sees. ``sftpd user show`` must agree at the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -152,8 +153,6 @@ async def test_racing_sessions_and_a_full_quota_show_exactly_at_once(tmp_path: P
     """The two reports from the field, on two workers: four sessions race 4 MiB each into
     10 MiB, then the clients exit; and a quota filled with acknowledged writes. OpenSSH's
     ``ssh sp --json`` (a new connection, either worker) right after must match the disk."""
-    import asyncio
-
     key = _keypair(tmp_path)
     assert run(tmp_path, "user", "add", "rose", "--key", f"{key}.pub", "--quota",
                str(10 * MiB)).returncode == 0  # fmt: skip
