@@ -304,7 +304,7 @@ def get(
 
 
 def format_entry(e: Entry) -> str:
-    from sftpd.units import format_size
+    from sftpd.sizes import format_size
 
     mode = stat.filemode(e.attrs.permissions or 0)
     size = format_size(e.size) if not e.is_dir else "-"

@@ -18,8 +18,8 @@ from typing import Any
 import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
-from sftpd.config import SUPPORTED_CIPHERS
-from sftpd.sshtweaks import skip_cbc_countermeasure
+from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
+from sftpd.ssh.compat import skip_cbc_countermeasure
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
 

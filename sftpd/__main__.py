@@ -1,5 +1,5 @@
 """``python -m sftpd``."""
 
-from sftpd.commands import main
+from sftpd.admin import main
 
 main()

@@ -13,18 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftpd.units import parse_size
+from sftpd.sizes import parse_size
+from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
 
 ENV_PREFIX = "SFTPD_"
-#: Every cipher sftpd can offer, in its order of preference (no CBC: see docs/security.md).
-SUPPORTED_CIPHERS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-)
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -24,7 +24,7 @@ from sftpd.reconcile import new_holder_id, reconcile_dead_holders
 from sftpd.store import Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
-    from sftpd.auth import Connection
+    from sftpd.ssh.connection import Connection
 
 log = logging.getLogger("sftpd.server")
 
@@ -136,7 +136,7 @@ class Service:
         return out
 
     async def start(self, host_keys: list[HostKey], reuse_port: bool = False) -> None:
-        from sftpd.auth import Connection
+        from sftpd.ssh.connection import Connection
 
         settings = self.settings
         for addr in settings.listen:

@@ -109,7 +109,7 @@ class QuotaLedger:
 
     async def exceeded(self, reason: str = "quota") -> QuotaExceeded:
         """A QuotaExceeded whose one line says where the user stands."""
-        from sftpd.units import format_size
+        from sftpd.sizes import format_size
 
         u = await self.store.usage(self.user, self.default_quota)
         if u is None:

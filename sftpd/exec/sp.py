@@ -6,7 +6,7 @@ import json
 
 from sftpd.core.session import UsageReport
 from sftpd.exec import EXIT_USAGE, ExecContext
-from sftpd.units import count, format_size
+from sftpd.sizes import count, format_size
 
 
 def sp_line(u: UsageReport) -> str:

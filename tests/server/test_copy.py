@@ -10,7 +10,7 @@ import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
-from sftpd.sftp import MAX_READ_LEN
+from sftpd.ssh.sftp import MAX_READ_LEN
 from tests.conftest import LiveServer, User
 from tests.server.test_quota import assert_exact
 

@@ -12,7 +12,7 @@ from asyncssh.constants import FXP_NAME, FXP_WRITE
 from asyncssh.packet import String, UInt64
 from asyncssh.sftp import SFTPLimits
 
-from sftpd.sftp import MAX_READ_LEN
+from sftpd.ssh.sftp import MAX_READ_LEN
 from tests.conftest import LiveServer, User
 
 

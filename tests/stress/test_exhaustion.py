@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
-from sftpd.sftp import MAX_OPEN_HANDLES
+from sftpd.ssh.sftp import MAX_OPEN_HANDLES
 from tests.conftest import LiveServer, start_live_server, stop_live_server
 from tests.stress.conftest import open_fds, report, scale
 

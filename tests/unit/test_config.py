@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sftpd.config import ConfigError, Settings, load_settings
-from sftpd.units import format_size, parse_size
+from sftpd.sizes import format_size, parse_size
 
 
 def test_defaults_without_any_source() -> None:
@@ -87,7 +87,7 @@ def test_ciphers_and_database_settings() -> None:
 
 
 def test_counts_are_singular_for_one() -> None:
-    from sftpd.units import count
+    from sftpd.sizes import count
 
     assert [count(n, "file") for n in (0, 1, 2, 1234)] == [
         "0 files", "1 file", "2 files", "1,234 files"

@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 import cli.app
-import sftpd.commands
+import sftpd.admin
 
 BRACKETED = re.compile(r"\[[^\]]*\]")
 
@@ -35,7 +35,7 @@ def _flat(text: str) -> str:
 
 
 def _pages() -> Iterator[tuple[typer.Typer, tuple[str, ...], Command]]:
-    for app in (sftpd.commands.app, cli.app.app):
+    for app in (sftpd.admin.app, cli.app.app):
         for path, cmd in _walk(typer.main.get_command(app)):
             yield app, path, cmd
 
@@ -64,7 +64,7 @@ def test_help_page_keeps_every_bracket_and_says_something(
 
 
 def test_every_serve_setting_names_its_default() -> None:
-    serve = typer.main.get_command(sftpd.commands.app).commands["serve"]  # type: ignore[attr-defined]
+    serve = typer.main.get_command(sftpd.admin.app).commands["serve"]  # type: ignore[attr-defined]
     for p in _options(serve):
         if not p.is_flag:
             assert BRACKETED.search(p.help or ""), f"--{p.name} does not say its default"

@@ -9,12 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import stat
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -22,28 +18,15 @@ import asyncssh
 from sftpd.core.session import Session
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
-from sftpd.sftp import SftpdServer
-from sftpd.sshtweaks import skip_cbc_countermeasure
+from sftpd.ssh.compat import skip_cbc_countermeasure
+from sftpd.ssh.sftp import SftpdServer
 from sftpd.store import StoreUnavailable, UserRecord
+from sftpd.users import ensure_home, valid_username
 
 if TYPE_CHECKING:
     from sftpd.server import Service
 
 log = logging.getLogger("sftpd.auth")
-USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-
-
-def ensure_home(homes_dir: Path, name: str) -> Path:
-    """Create ``homes/NAME`` (0700) if needed; refuse a home that is not a plain directory."""
-    if not USERNAME_RE.match(name):
-        raise ValueError(f"invalid user name: {name!r}")
-    home = homes_dir / name
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(home, 0o700)
-    st = os.lstat(home)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"home of {name} is not a directory")
-    return home
 
 
 class Connection(asyncssh.SSHServer):
@@ -167,7 +150,7 @@ class Connection(asyncssh.SSHServer):
     async def _load(self, username: str) -> UserRecord | None:
         """The user as stored, read once per connection attempt (a key is validated twice:
         when offered and when signed)."""
-        if not USERNAME_RE.match(username) or not self._admitted():
+        if not valid_username(username) or not self._admitted():
             return None
         cached = self._loaded.get(username)
         if cached is None:
@@ -306,7 +289,7 @@ class Connection(asyncssh.SSHServer):
     async def session_requested(self) -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
         """A session channel opens only once the login is admitted (the session limit
         is checked in the store after asyncssh has already reported success)."""
-        from sftpd.channels import ChannelSession
+        from sftpd.ssh.channels import ChannelSession
 
         if self._session_ok is None or not await self._session_ok:
             raise asyncssh.ChannelOpenError(

@@ -15,10 +15,10 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from sftpd.exec import ExecContext, run_command
 from sftpd.exec.table import no_shell
-from sftpd.sftp import SftpdHandler, SftpdServer
+from sftpd.ssh.sftp import SftpdHandler, SftpdServer
 
 if TYPE_CHECKING:
-    from sftpd.auth import Connection
+    from sftpd.ssh.connection import Connection
 
 log = logging.getLogger("sftpd.channels")
 

@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import asyncssh
 import typer
 
-from sftpd.auth import USERNAME_RE, ensure_home
 from sftpd.config import ConfigError, Settings, load_settings
 from sftpd.core.session import UsageReport
 from sftpd.exec.sp import sp_line
@@ -25,8 +24,9 @@ from sftpd.logs import setup_logging
 from sftpd.passwords import hash_password, random_password
 from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
+from sftpd.sizes import count, format_size, parse_size
 from sftpd.store import KeyRecord, Store, StoreError, UserRecord
-from sftpd.units import count, format_size, parse_size
+from sftpd.users import ensure_home, valid_username
 from sftpd.workers import serve_workers
 
 T = TypeVar("T")
@@ -132,7 +132,7 @@ def with_store(fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
 
 
 def check_name(name: str) -> str:
-    if not USERNAME_RE.match(name):
+    if not valid_username(name):
         fail(f"invalid user name {name!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or _)")
     return name
 
