@@ -15,8 +15,8 @@ import stat
 from dataclasses import dataclass
 
 import asyncssh
-from asyncssh.constants import FXP_EXTENDED_REPLY
-from asyncssh.packet import String, UInt32, UInt64
+
+from sftpd.ssh.compat import String, UInt32, UInt64, client_extended_request
 
 CHECKSUM_COMMANDS = (("sha256", "sha256sum"), ("sha1", "sha1sum"), ("md5", "md5sum"))
 
@@ -157,12 +157,10 @@ class Remote:
     async def _check_file(self, target: str, alg: str, length: int) -> tuple[str, str] | None:
         if self._check_file_ok is False:
             return None
-        handler = self.sftp._handler  # check-file is not in asyncssh's client API
-        name = b"check-file-name"
-        handler._return_types = {**handler._return_types, name: FXP_EXTENDED_REPLY}
         try:
-            packet = await handler._make_request(
-                name,
+            packet = await client_extended_request(
+                self.sftp,
+                b"check-file-name",
                 String(target.encode()),
                 String(alg.encode()),
                 UInt64(0),
@@ -173,7 +171,6 @@ class Remote:
             self._check_file_ok = False
             return None
         self._check_file_ok = True
-        assert isinstance(packet, asyncssh.packet.SSHPacket)
         packet.get_string()
         used = packet.get_string().decode()
         return used, packet.get_remaining_payload().hex()

@@ -25,6 +25,7 @@ from sftpd.passwords import hash_password, random_password
 from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
 from sftpd.sizes import count, format_size, parse_size
+from sftpd.ssh.compat import warn_if_untested
 from sftpd.store import KeyRecord, Store, StoreError, UserRecord
 from sftpd.users import ensure_home, valid_username
 from sftpd.workers import serve_workers
@@ -269,6 +270,7 @@ def serve_cmd(
         ciphers=ciphers,
     )
     setup_logging(conf.log_format, conf.log_level)
+    warn_if_untested()
     count = conf.workers or os.cpu_count() or 1
     try:
         if demo:

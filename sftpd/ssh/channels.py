@@ -10,11 +10,16 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 import asyncssh
-from asyncssh.scp import run_scp_server
-from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from sftpd.exec import ExecContext, run_command
 from sftpd.exec.table import no_shell
+from sftpd.ssh.compat import (
+    SSHReader,
+    SSHServerStreamSession,
+    SSHWriter,
+    binary_streams,
+    run_scp_server,
+)
 from sftpd.ssh.sftp import SftpdHandler, SftpdServer
 
 if TYPE_CHECKING:
@@ -47,12 +52,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         return subsystem == "sftp"
 
     def session_started(self) -> None:
-        chan = cast(asyncssh.SSHServerChannel[bytes], self._chan)
-        chan.set_encoding(None)
-        self._encoding = None
-        stdin: SSHReader[bytes] = SSHReader(self, chan)
-        stdout: SSHWriter[bytes] = SSHWriter(self, chan)
-        stderr: SSHWriter[bytes] = SSHWriter(self, chan, asyncssh.EXTENDED_DATA_STDERR)
+        chan, stdin, stdout, stderr = binary_streams(self)
         command = chan.get_command()
         conn = self._owner
         if chan.get_subsystem() == "sftp":

@@ -1,12 +1,91 @@
-"""Transport tweaks sftpd and xfer apply to asyncssh connections (asyncssh 2.24)."""
+"""Every use of asyncssh internals, in one place, written for one asyncssh series.
+
+sftpd and xfer reach past asyncssh's public API in four ways, each listed in
+docs/asyncssh.md and guarded by tests/unit/test_compat.py (which pins the source
+of every asyncssh function these rely on, so an upgrade that changes one fails
+the suite instead of silently changing behaviour):
+
+1. the SFTP server handler subclass (``sftpd/ssh/sftp.py``) builds on
+   :class:`SFTPServerHandler`'s packet table and private ``_process_*`` methods;
+2. :func:`binary_streams` replaces the stream setup of
+   ``SSHServerStreamSession.session_started``, so channel dispatch is ours;
+3. :func:`skip_cbc_countermeasure` wraps ``send_packet`` to drop empty IGNOREs;
+4. :func:`client_extended_request` sends an SFTP extension asyncssh's client lacks.
+
+No other module imports an asyncssh submodule (a test checks that too).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, cast
 
 import asyncssh
-from asyncssh.constants import MSG_IGNORE
-from asyncssh.packet import String
+from asyncssh.constants import (
+    FXP_EXTENDED_REPLY,
+    FXP_NAME,
+    FXP_OPEN,
+    FXP_OPENDIR,
+    FXP_WRITE,
+    MSG_IGNORE,
+)
+from asyncssh.packet import SSHPacket, String, UInt32, UInt64
+from asyncssh.scp import run_scp_server
+from asyncssh.sftp import SFTPHandler, SFTPLimits, SFTPServerHandler
+from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
+
+__all__ = [
+    "ASYNCSSH_SERIES", "FXP_EXTENDED_REPLY", "FXP_NAME", "FXP_OPEN", "FXP_OPENDIR",
+    "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
+    "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
+    "binary_streams", "client_extended_request", "run_scp_server",
+    "skip_cbc_countermeasure", "version_is_tested",
+]  # fmt: skip
+
+log = logging.getLogger("sftpd.compat")
+
+#: The asyncssh series these hooks were written and tested for (pyproject pins it too).
+ASYNCSSH_SERIES = "2.24"
+
+
+def version_is_tested(version: str = asyncssh.__version__) -> bool:
+    """Whether ``version`` belongs to :data:`ASYNCSSH_SERIES`."""
+    return version == ASYNCSSH_SERIES or version.startswith(ASYNCSSH_SERIES + ".")
+
+
+def warn_if_untested() -> None:
+    """One warning line at start when asyncssh is not the series the hooks know."""
+    if not version_is_tested():
+        log.warning(
+            "asyncssh version not tested with this sftpd",
+            extra={"asyncssh": asyncssh.__version__, "tested": ASYNCSSH_SERIES},
+        )
+
+
+# -- 2. channel streams ------------------------------------------------------------
+
+
+Streams = tuple[
+    "asyncssh.SSHServerChannel[bytes]", SSHReader[bytes], SSHWriter[bytes], SSHWriter[bytes]
+]
+
+
+def binary_streams(session: SSHServerStreamSession[Any]) -> Streams:
+    """The channel of a started session and its stdin, stdout and stderr, in bytes.
+
+    What ``SSHServerStreamSession.session_started`` sets up before it dispatches
+    to asyncssh's own SFTP/SCP/shell factories; sftpd dispatches itself.
+    """
+    chan = cast("asyncssh.SSHServerChannel[bytes]", session._chan)
+    chan.set_encoding(None)
+    session._encoding = None
+    stdin: SSHReader[bytes] = SSHReader(session, chan)
+    stdout: SSHWriter[bytes] = SSHWriter(session, chan)
+    stderr: SSHWriter[bytes] = SSHWriter(session, chan, asyncssh.EXTENDED_DATA_STDERR)
+    return chan, stdin, stdout, stderr
+
+
+# -- 3. no empty IGNORE before every packet -------------------------------------------
 
 _EMPTY_IGNORE = String(b"")
 
@@ -16,12 +95,12 @@ def skip_cbc_countermeasure(
 ) -> None:
     """Stop asyncssh sending an empty MSG_IGNORE before every packet, unless CBC is in use.
 
-    asyncssh inserts one ahead of each encrypted packet, a countermeasure against the
-    2008 plaintext-recovery attack on CBC modes. With AES-GCM, chacha20-poly1305 or
-    AES-CTR it protects nothing and doubles the packets, encryptions and sends of every
-    transfer (OpenSSH does not send them). Measured on a 1 GiB download: about 17% less
-    server CPU. Only those empty IGNOREs are dropped, and only when the negotiated
-    cipher is not CBC.
+    asyncssh inserts one ahead of each encrypted packet (``SSHConnection.send_packet``),
+    a countermeasure against the 2008 plaintext-recovery attack on CBC modes. With
+    AES-GCM, chacha20-poly1305 or AES-CTR it protects nothing and doubles the packets,
+    encryptions and sends of every transfer (OpenSSH does not send them). Measured on a
+    1 GiB download: about 17% less server CPU. Only those empty IGNOREs are dropped,
+    and only when the negotiated cipher is not CBC.
     """
     send = conn.send_packet
 
@@ -36,3 +115,21 @@ def skip_cbc_countermeasure(
         send(pkttype, *args, **kwargs)
 
     conn.send_packet = send_packet  # type: ignore[method-assign]
+
+
+# -- 4. SFTP extensions the client API lacks -------------------------------------------
+
+
+async def client_extended_request(
+    sftp: asyncssh.SFTPClient, name: bytes, *fields: bytes
+) -> SSHPacket:
+    """Send extended request ``name`` with encoded ``fields``; return the reply packet.
+
+    Raises the usual ``asyncssh.SFTPError`` subclasses (``SFTPOpUnsupported`` when the
+    server does not know the extension).
+    """
+    handler = sftp._handler
+    handler._return_types = {**handler._return_types, name: FXP_EXTENDED_REPLY}
+    packet = await handler._make_request(name, *fields)
+    assert isinstance(packet, SSHPacket)
+    return packet

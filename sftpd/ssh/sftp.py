@@ -24,19 +24,24 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_NAME, FXP_OPEN, FXP_OPENDIR, FXP_WRITE
-from asyncssh.packet import SSHPacket, String
-from asyncssh.sftp import (
-    SFTPHandler,
-    SFTPLimits,
-    SFTPServerHandler,
-)
 
 from sftpd.core import errors
 from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range
 from sftpd.core.files import AttrChanges, OpenFile, OpenMode
 from sftpd.core.session import Session
 from sftpd.logs import audit
+from sftpd.ssh.compat import (
+    FXP_EXTENDED_REPLY,
+    FXP_NAME,
+    FXP_OPEN,
+    FXP_OPENDIR,
+    FXP_WRITE,
+    SFTPHandler,
+    SFTPLimits,
+    SFTPServerHandler,
+    SSHPacket,
+    String,
+)
 
 log = logging.getLogger("sftpd.sftp")
 

@@ -1,0 +1,160 @@
+"""Guards for every use of asyncssh internals (sftpd/ssh/compat.py, docs/asyncssh.md).
+
+The source of each asyncssh function sftpd overrides, forks or hooks is pinned by
+hash: an asyncssh upgrade that changes one fails here, with the name to re-read,
+instead of silently changing what sftpd does.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from sftpd.ssh import compat
+from sftpd.ssh.sftp import SftpdHandler
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: asyncssh function -> sha256 of its source (first 16 hex digits), asyncssh 2.24.1.
+PINNED = {
+    # 2. sftpd/ssh/channels.py replaces its stream setup (compat.binary_streams)
+    "stream.SSHServerStreamSession.session_started": "9baa3d185c0a7fb2",
+    # 3. compat.skip_cbc_countermeasure drops the IGNORE it sends via self.send_packet
+    "connection.SSHConnection.send_packet": "fb9da7bec6dd395a",
+    # 4. compat.client_extended_request
+    "sftp.SFTPClientHandler._make_request": "89d230f05bd86d76",
+    # 1. SftpdHandler overrides these or calls them from its overrides
+    "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
+    "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
+    "sftp.SFTPServerHandler._cleanup": "620706aba4753e82",
+    "sftp.SFTPServerHandler._process_limits": "62a6a3cb0ec8ec7c",
+    "sftp.SFTPServerHandler._process_open": "de593bd0384f9f49",
+    "sftp.SFTPServerHandler._process_opendir": "edbe8f8a79909dda",
+    "sftp.SFTPServerHandler._process_write": "8057f08f13ae0d06",
+    "sftp.SFTPServerHandler._process_copy_data": "824ca5831c170628",
+}
+
+
+def _resolve(dotted: str) -> Any:
+    module, *attrs = dotted.split(".")
+    obj: Any = importlib.import_module(f"asyncssh.{module}")
+    for attr in attrs:
+        obj = getattr(obj, attr)
+    return obj
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_asyncssh_internals_are_the_ones_the_hooks_were_written_for(name: str) -> None:
+    source = inspect.getsource(_resolve(name))
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert digest == PINNED[name], (
+        f"asyncssh changed {name}: re-read it against sftpd/ssh/compat.py and the "
+        "SftpdHandler, then update the pin"
+    )
+
+
+def test_every_override_of_the_sftp_handler_is_pinned() -> None:
+    base = asyncssh.sftp.SFTPServerHandler
+    overridden = {
+        f"sftp.SFTPServerHandler.{n}"
+        for n, v in vars(SftpdHandler).items()
+        if (callable(v) and hasattr(base, n) and not n.startswith("__")) or n == "__init__"
+    }
+    assert overridden - PINNED.keys() == set()
+
+
+def test_the_installed_asyncssh_is_the_tested_series() -> None:
+    assert compat.version_is_tested(), asyncssh.__version__
+    assert compat.version_is_tested("2.24.9")
+    assert not compat.version_is_tested("2.25.0")
+    assert not compat.version_is_tested("2.240.1")
+
+
+def test_only_compat_imports_asyncssh_internals() -> None:
+    offenders = []
+    for path in [*ROOT.glob("sftpd/**/*.py"), *ROOT.glob("cli/**/*.py")]:
+        if path == ROOT / "sftpd" / "ssh" / "compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            bad = [n for n in names if n.startswith("asyncssh.")]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in bad]
+    assert offenders == []
+
+
+async def _packets_sent(patch: bool, requests: int) -> int:
+    """Packets an asyncssh client sends for ``requests`` SFTP stats over AES-GCM."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], sftp_factory=True,
+        server_factory=lambda: _NoAuth(), gss_host=None,
+    )  # fmt: skip
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", port, username="u", known_hosts=None, client_keys=None,
+            agent_path=None, encryption_algs=["aes128-gcm@openssh.com"],
+        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
+            if patch:
+                compat.skip_cbc_countermeasure(conn)
+            before = conn._send_seq  # type: ignore[attr-defined]
+            for _ in range(requests):
+                await sftp.stat(".")
+            return int(conn._send_seq - before)  # type: ignore[attr-defined]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class _NoAuth(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return False
+
+
+async def test_the_ignore_hook_still_halves_the_packets() -> None:
+    """If asyncssh stopped routing its IGNORE through send_packet, this would see 2x."""
+    plain = await _packets_sent(False, 50)
+    patched = await _packets_sent(True, 50)
+    assert plain >= 100, plain  # asyncssh still sends an IGNORE before each packet
+    assert patched <= 60, patched
+
+
+async def test_binary_streams_and_extended_requests_work_end_to_end(tmp_path: Path) -> None:
+    """Hooks 2 and 4 against a real sftpd: check-file-name goes out through compat and
+    its answer comes back on streams set up by compat.binary_streams."""
+    from tests.server.test_cli import Serve, known_hosts, run
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(tmp_path / "id"))
+    key.write_public_key(str(tmp_path / "id.pub"))
+    assert run(tmp_path, "user", "add", "cara", "--key", str(tmp_path / "id.pub")).returncode == 0
+    server = Serve(tmp_path, "--no-demo", "--workers", "1")
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", server.port, username="cara", client_keys=[str(tmp_path / "id")],
+            known_hosts=str(known_hosts(tmp_path, server.port)), agent_path=None,
+        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
+            async with sftp.open("f", "wb") as f:
+                await f.write(b"hello\n")
+            packet = await compat.client_extended_request(
+                sftp, b"check-file-name", compat.String(b"f"), compat.String(b"sha256"),
+                compat.UInt64(0), compat.UInt64(0), compat.UInt32(0),
+            )  # fmt: skip
+            packet.get_string()
+            assert packet.get_string() == b"sha256"
+            assert packet.get_remaining_payload() == hashlib.sha256(b"hello\n").digest()
+    finally:
+        server.stop()
