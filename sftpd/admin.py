@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import asyncssh
 import typer
 
-from sftpd.config import ConfigError, Settings, load_settings
+from sftpd.config import FIELDS, ConfigError, Settings, flag_of, help_of, load_settings
 from sftpd.core.session import UsageReport
 from sftpd.exec.sp import sp_line
 from sftpd.hostkeys import HostKeyError, load_or_create
@@ -67,20 +67,12 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", show_default=False)
 ]
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="State directory [default: ./data].")
+    Path | None, typer.Option(flag_of("data_dir"), help=help_of("data_dir"), show_default=False)
 ]
 KeysDirOpt = Annotated[
-    Path | None, typer.Option("--keys-dir", help="Host key directory [default: ./keys].")
+    Path | None, typer.Option(flag_of("keys_dir"), help=help_of("keys_dir"), show_default=False)
 ]
-
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="sqlite:///PATH or postgresql://USER@HOST/DB [default: sqlite in the data dir].",
-        show_default=False,
-    ),
-]
+DbOpt = Annotated[str | None, typer.Option(flag_of("db"), help=help_of("db"), show_default=False)]
 
 
 class _Globals:
@@ -201,74 +193,37 @@ def main_options(
     _globals.db = db
 
 
+def _opt(name: str, *short: str) -> Any:
+    """A ``serve`` option for setting ``name``: flag and help from its one declaration."""
+    return typer.Option(flag_of(name), *short, help=help_of(name), show_default=False)
+
+
 @app.command("serve")
 def serve_cmd(
-    listen: Annotated[
-        list[str] | None,
-        typer.Option("--listen", "-l", help="Address to listen on, repeatable [127.0.0.1]."),
-    ] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help="TCP port [2222].")] = None,
-    default_quota: Annotated[
-        str | None, typer.Option(help="Quota for users without one [5GiB].")
-    ] = None,
-    login_grace_time: Annotated[float | None, typer.Option(help="Seconds to log in [30].")] = None,
-    max_auth_attempts: Annotated[
-        int | None, typer.Option(help="Failures per connection [6].")
-    ] = None,
-    idle_timeout: Annotated[
-        float | None, typer.Option(help="Idle seconds, 0 = never [900].")
-    ] = None,
-    max_sessions_per_user: Annotated[int | None, typer.Option(help="0 = unlimited [10].")] = None,
-    max_connections_per_address: Annotated[
-        int | None, typer.Option(help="Connections per client address, 0 = unlimited [20].")
-    ] = None,
-    defender_max_failures: Annotated[
-        int | None, typer.Option(help="Login failures that block an address, 0 = never [10].")
-    ] = None,
-    defender_window: Annotated[
-        float | None, typer.Option(help="Seconds failures are counted over [300].")
-    ] = None,
-    defender_ban_time: Annotated[
-        float | None, typer.Option(help="Seconds an address stays blocked [900].")
-    ] = None,
-    log_format: Annotated[str | None, typer.Option(help="text | json [text].")] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="debug | info | warning | error [info].")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Processes on the port [one per core].")
-    ] = None,
-    ciphers: Annotated[
-        str | None,
-        typer.Option(help="Ciphers to offer, comma-separated [all but CBC; see README]."),
-    ] = None,
-    node_timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds without a heartbeat before a process counts as dead [60]."),
-    ] = None,
+    ctx: typer.Context,
+    listen: Annotated[list[str] | None, _opt("listen", "-l")] = None,
+    port: Annotated[int | None, _opt("port", "-p")] = None,
+    default_quota: Annotated[str | None, _opt("default_quota")] = None,
+    login_grace_time: Annotated[float | None, _opt("login_grace_time")] = None,
+    max_auth_attempts: Annotated[int | None, _opt("max_auth_attempts")] = None,
+    idle_timeout: Annotated[float | None, _opt("idle_timeout")] = None,
+    max_sessions_per_user: Annotated[int | None, _opt("max_sessions_per_user")] = None,
+    max_connections_per_address: Annotated[int | None, _opt("max_connections_per_address")] = None,
+    defender_max_failures: Annotated[int | None, _opt("defender_max_failures")] = None,
+    defender_window: Annotated[float | None, _opt("defender_window")] = None,
+    defender_ban_time: Annotated[float | None, _opt("defender_ban_time")] = None,
+    log_format: Annotated[str | None, _opt("log_format")] = None,
+    log_level: Annotated[str | None, _opt("log_level")] = None,
+    workers: Annotated[int | None, _opt("workers")] = None,
+    ciphers: Annotated[str | None, _opt("ciphers")] = None,
+    node_timeout: Annotated[float | None, _opt("node_timeout")] = None,
     demo: Annotated[
         bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
     ] = True,
 ) -> None:
     """Run the server until SIGINT or SIGTERM."""
-    conf = settings(
-        listen=listen or None,
-        port=port,
-        default_quota=default_quota,
-        login_grace_time=login_grace_time,
-        max_auth_attempts=max_auth_attempts,
-        idle_timeout=idle_timeout,
-        max_sessions_per_user=max_sessions_per_user,
-        max_connections_per_address=max_connections_per_address,
-        defender_max_failures=defender_max_failures,
-        defender_window=defender_window,
-        defender_ban_time=defender_ban_time,
-        log_format=log_format,
-        log_level=log_level,
-        workers=workers,
-        node_timeout=node_timeout,
-        ciphers=ciphers,
-    )
+    flags = {k: v for k, v in ctx.params.items() if k in FIELDS and v not in (None, [], ())}
+    conf = settings(**flags)
     setup_logging(conf.log_format, conf.log_level)
     warn_if_untested()
     count = conf.workers or os.cpu_count() or 1

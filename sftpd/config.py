@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,28 +25,136 @@ class ConfigError(Exception):
     """A bad setting; the message is one line meant for the operator."""
 
 
+# -- parsers: each turns a TOML value, an env string or a flag into the setting's type --
+
+
+def _items(value: Any) -> tuple[str, ...]:
+    raw = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(v).strip() for v in raw if str(v).strip())
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    addrs = _items(value)
+    if not addrs:
+        raise ValueError("needs at least one address")
+    return addrs
+
+
+def _port(value: Any) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be 0..65535")
+    return port
+
+
+def _path(value: Any) -> Path:
+    return Path(str(value))
+
+
+def _size(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
+
+
+def _ciphers(value: Any) -> tuple[str, ...]:
+    names = _items(value)
+    unknown = [c for c in names if c not in SUPPORTED_CIPHERS]
+    if not names or unknown:
+        raise ValueError(
+            f"unsupported cipher {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(SUPPORTED_CIPHERS)
+        )
+    return names
+
+
+def _db_url(value: Any) -> str:
+    url = str(value)
+    if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    return url
+
+
+def _seconds(value: Any) -> float:
+    seconds = float(value)
+    if seconds < 0:
+        raise ValueError("must be >= 0")
+    return seconds
+
+
+def _count(value: Any) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError("must be a positive number")
+    return n
+
+
+def _positive(value: Any) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError("must be a positive number")
+    return n
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def setting(
+    default: Any, parse: Callable[[Any], Any], help: str, *, shown: str = "", where: str = "serve"
+) -> Any:
+    """Declare a setting once: its default, parser and help (``shown`` is the default as
+    people read it). The TOML key, ``SFTPD_*`` name and ``--flag`` derive from the field
+    name; ``where`` says whether the flag belongs to ``serve`` or comes before the verb."""
+    meta = {"parse": parse, "help": help, "shown": shown or str(default), "where": where}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Settings:
-    listen: tuple[str, ...] = ("127.0.0.1",)
-    port: int = 2222
-    data_dir: Path = Path("data")
-    keys_dir: Path = Path("keys")
-    default_quota: int = 5 * 1024**3
-    login_grace_time: float = 30.0
-    max_auth_attempts: int = 6
-    idle_timeout: float = 900.0
-    max_sessions_per_user: int = 10
-    max_connections_per_address: int = 20
-    defender_max_failures: int = 10  # 0: never block
-    defender_window: float = 300.0
-    defender_ban_time: float = 900.0
-    log_format: str = "text"
-    log_level: str = "info"
-    workers: int = 0  # 0: one per core
-    db: str = ""  # "" = sqlite:///<data_dir>/sftpd.db; or postgresql://user@host/db
-    node_timeout: float = 60.0  # a process without a heartbeat this long is dead
-    ciphers: tuple[str, ...] = SUPPORTED_CIPHERS  # offered to clients; the client picks
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Every server setting, each declared once (see :func:`setting`)."""
+
+    listen: tuple[str, ...] = setting(
+        ("127.0.0.1",), _addresses, "Address to listen on, repeatable.", shown="127.0.0.1"
+    )
+    port: int = setting(2222, _port, "TCP port, 0 = any free port.")
+    data_dir: Path = setting(Path("data"), _path, "State directory.", shown="./data",
+                             where="global")  # fmt: skip
+    keys_dir: Path = setting(Path("keys"), _path, "Host key directory.", shown="./keys",
+                             where="global")  # fmt: skip
+    default_quota: int = setting(5 * 1024**3, _size, "Quota for users without one.",
+                                 shown="5GiB")  # fmt: skip
+    login_grace_time: float = setting(30.0, _seconds, "Seconds to log in.", shown="30")
+    max_auth_attempts: int = setting(6, _positive, "Failures per connection.")
+    idle_timeout: float = setting(900.0, _seconds, "Idle seconds, 0 = never.", shown="900")
+    max_sessions_per_user: int = setting(10, _count, "Sessions per user, 0 = unlimited.")
+    max_connections_per_address: int = setting(
+        20, _count, "Connections per client address, 0 = unlimited."
+    )
+    defender_max_failures: int = setting(
+        10, _count, "Login failures that block an address, 0 = never."
+    )
+    defender_window: float = setting(300.0, _seconds, "Seconds failures are counted over.",
+                                     shown="300")  # fmt: skip
+    defender_ban_time: float = setting(900.0, _seconds, "Seconds an address stays blocked.",
+                                       shown="900")  # fmt: skip
+    log_format: str = setting("text", _choice(LOG_FORMATS), "text | json.")
+    log_level: str = setting("info", _choice(LOG_LEVELS), "debug | info | warning | error.")
+    workers: int = setting(0, _count, "Processes on the port, 0 = one per core.",
+                           shown="one per core")  # fmt: skip
+    db: str = setting("", _db_url, "sqlite:///PATH or postgresql://USER@HOST/DB.",
+                      shown="sqlite in the data dir", where="global")  # fmt: skip
+    node_timeout: float = setting(
+        60.0, _seconds, "Seconds without a heartbeat before a process counts as dead.", shown="60"
+    )
+    ciphers: tuple[str, ...] = setting(
+        SUPPORTED_CIPHERS, _ciphers, "Ciphers to offer, comma-separated; the client picks.",
+        shown="all but CBC; see README",
+    )  # fmt: skip
 
     @property
     def homes_dir(self) -> Path:
@@ -57,75 +165,31 @@ class Settings:
         return self.db or f"sqlite:///{self.data_dir / 'sftpd.db'}"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_of(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def help_of(name: str) -> str:
+    """The option help for ``name``: its text and its default, from the declaration."""
+    meta = FIELDS[name].metadata
+    return f"{meta['help']} [{meta['shown']}]"
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a TOML value, env string or flag into the setting's type, or raise ConfigError."""
+    """Parse ``value`` for setting ``name``, or raise a ConfigError naming it."""
+    if name not in FIELDS:
+        raise ConfigError(f"unknown setting: {name}")
     try:
-        if name == "listen":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            addrs = tuple(str(a).strip() for a in items if str(a).strip())
-            if not addrs:
-                raise ValueError("needs at least one address")
-            return addrs
-        if name == "port":
-            port = int(value)
-            if not 0 <= port <= 65535:
-                raise ValueError("must be 0..65535")
-            return port
-        if name in ("data_dir", "keys_dir"):
-            return Path(str(value))
-        if name == "default_quota":
-            return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
-        if name == "ciphers":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            names = tuple(str(c).strip() for c in items if str(c).strip())
-            unknown = [c for c in names if c not in SUPPORTED_CIPHERS]
-            if not names or unknown:
-                raise ValueError(
-                    f"unsupported cipher {', '.join(unknown) or '(none)'}; choose from "
-                    + ", ".join(SUPPORTED_CIPHERS)
-                )
-            return names
-        if name == "db":
-            url = str(value)
-            if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-                raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
-            return url
-        if name in (
-            "login_grace_time",
-            "idle_timeout",
-            "defender_window",
-            "defender_ban_time",
-            "node_timeout",
-        ):
-            seconds = float(value)
-            if seconds < 0:
-                raise ValueError("must be >= 0")
-            return seconds
-        if name in (
-            "max_auth_attempts",
-            "max_sessions_per_user",
-            "max_connections_per_address",
-            "defender_max_failures",
-            "workers",
-        ):
-            count = int(value)
-            if count < 0 or (name == "max_auth_attempts" and count == 0):
-                raise ValueError("must be a positive number")
-            return count
-        if name == "log_format":
-            if str(value) not in LOG_FORMATS:
-                raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
-            return str(value)
-        if name == "log_level":
-            if str(value).lower() not in LOG_LEVELS:
-                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-            return str(value).lower()
+        return FIELDS[name].metadata["parse"](value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad setting {name}={value!r}: {exc}") from None
-    raise ConfigError(f"unknown setting: {name}")
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -142,7 +206,7 @@ def _from_toml(path: Path) -> dict[str, Any]:
     out = {}
     for key, value in section.items():
         name = key.replace("-", "_")
-        if name not in _FIELDS:
+        if name not in FIELDS:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         out[name] = _coerce(name, value)
     return out
@@ -156,7 +220,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         name = key[len(ENV_PREFIX) :].lower()
         if name == "config":
             continue
-        if name not in _FIELDS:
+        if name not in FIELDS:
             raise ConfigError(f"unknown environment setting: {key}")
         out[name] = _coerce(name, value)
     return out

@@ -199,10 +199,6 @@ class OpenFile:
         except OSError as exc:
             raise from_oserror(exc) from None
 
-    def seek(self, offset: int, whence: int) -> int:
-        """lseek, for SEEK_DATA/SEEK_HOLE range queries; raises OSError as lseek does."""
-        return os.lseek(self.fd, offset, whence)
-
     async def setstat(self, changes: AttrChanges) -> None:
         changes.check_owner(self.stat())
         try:

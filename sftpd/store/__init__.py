@@ -77,10 +77,6 @@ class Usage:
     max_files: int  # 0 = no limit
     activity: int  # bumped by every change; lets a scan detect concurrent writers
 
-    @property
-    def free(self) -> int | None:
-        return None if not self.quota else max(0, self.quota - self.used)
-
 
 def grant_for(u: Usage, want: int, need: int) -> int:
     """How much of a claim fits under the quota: up to ``want``, 0 if not even ``need``."""
