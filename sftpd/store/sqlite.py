@@ -204,7 +204,9 @@ class SqliteStore:
                     " activity=activity+1 WHERE name=?",
                     (used, files, name),
                 )
-                if reserved:
+                if reserved < 0:  # the settle of every close: two statements, not four
+                    _reduce_reservation(c, name, holder, -reserved)
+                elif reserved:
                     _add_reservation(c, name, holder, reserved)
 
         await self._run_short(q)
@@ -450,6 +452,18 @@ def _add_reservation(c: sqlite3.Connection, name: str, holder: str, delta: int) 
     )
     c.execute("DELETE FROM reservations WHERE user=? AND holder=? AND bytes<=0", (name, holder))
     c.execute("UPDATE users SET activity=activity+1 WHERE name=?", (name,))
+
+
+def _reduce_reservation(c: sqlite3.Connection, name: str, holder: str, n: int) -> None:
+    """Take ``n`` back from a holder's claim (the caller bumps ``activity``); drop the
+    row once nothing is left."""
+    rows = c.execute(
+        "UPDATE reservations SET bytes=bytes-?, updated_at=? WHERE user=? AND holder=?"
+        " RETURNING bytes",
+        (n, time.time(), name, holder),
+    ).fetchall()  # to the end: a statement left running would block the COMMIT
+    if rows and rows[0][0] <= 0:
+        c.execute("DELETE FROM reservations WHERE user=? AND holder=?", (name, holder))
 
 
 def _keys(c: sqlite3.Connection, name: str) -> tuple[KeyRecord, ...]:
