@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pexpect
 
-from tests.cli.test_xfer import Xfer
-from tests.conftest import LiveServer, User
+from tests.support import Xfer
+from tests.support.live import LiveServer, User
 
 
 def test_shell_session(live_server: LiveServer, user: User, tmp_path: Path) -> None:

@@ -16,33 +16,10 @@ from pathlib import Path
 import pytest
 
 from sftpd.core import files as core_files
-from tests.conftest import LiveServer, OpenSSHServer, User, start_sshd
+from tests.support import Xfer
+from tests.support.live import LiveServer, OpenSSHServer, User, start_sshd
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Xfer:
-    """Runs ``python -m cli`` with an isolated HOME and config dir."""
-
-    def __init__(self, tmp: Path, target: str, key: Path | None, known_hosts: Path | None) -> None:
-        self.tmp = tmp
-        self.env = {**os.environ, "HOME": str(tmp / "home"), "XFER_CONFIG_DIR": str(tmp / "cfg")}
-        self.env.pop("SSH_AUTH_SOCK", None)
-        (tmp / "home").mkdir(exist_ok=True)
-        self.base = [sys.executable, "-m", "cli", "-t", target]
-        if key:
-            self.base += ["-i", str(key)]
-        if known_hosts:
-            self.base += ["--known-hosts", str(known_hosts)]
-
-    def cmd(self, *args: str) -> list[str]:
-        return [*self.base, *args]
-
-    def __call__(self, *args: str, input: str | None = None, base: bool = True,
-                 timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        argv = self.cmd(*args) if base else [sys.executable, "-m", "cli", *args]
-        return subprocess.run(argv, input=input, capture_output=True, text=True, env=self.env,
-                              cwd=self.tmp, timeout=timeout)  # fmt: skip
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.conftest import LiveServer, User, require_binary
+from tests.support.live import LiveServer, User, require_binary
 
 pytestmark = pytest.mark.interop
 COMMANDS = ["md5sum", "sha1sum", "sha256sum", "sha512sum"]

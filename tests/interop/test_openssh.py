@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer, User, require_binary
+from tests.support.live import LiveServer, User, require_binary
 
 pytestmark = pytest.mark.interop
 
@@ -201,7 +201,7 @@ def test_ssh_exec_unknown_command_and_no_shell(live_server: LiveServer, user: Us
 
 def test_offered_ciphers_steer_default_openssh_clients(tmp_path: Path) -> None:
     """Without chacha20 on offer, OpenSSH's default order lands on AES-CTR."""
-    from tests.conftest import start_live_server, stop_live_server
+    from tests.support.live import start_live_server, stop_live_server
 
     server = start_live_server(tmp_path, ciphers=("aes128-gcm@openssh.com", "aes128-ctr"))
     try:

@@ -9,7 +9,7 @@ import asyncssh
 import pytest
 
 from sftpd.store import KeyRecord
-from tests.conftest import LiveServer, User
+from tests.support.live import LiveServer, User
 
 
 async def test_password_login_works(live_server: LiveServer, user: User) -> None:
@@ -184,7 +184,7 @@ async def test_unknown_exec_command_is_127_with_a_message(
 
 
 async def test_login_grace_time_drops_silent_connections(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import start_live_server, stop_live_server
+    from tests.support.live import start_live_server, stop_live_server
 
     server = start_live_server(tmp_path, login_grace_time=1.0)
     try:

@@ -4,53 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import select
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SFTPD = [sys.executable, "-m", "sftpd"]
-
-
-def run(cwd: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return subprocess.run(
-        [*SFTPD, *args], cwd=cwd, input=input, capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
-class Serve:
-    """``sftpd serve`` as a child process, with what it printed at start."""
-
-    def __init__(self, cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [*SFTPD, "serve", "--port", "0", *args], cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"server exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
-            self.lines.append(line.rstrip("\n"))
-            if m := re.match(r"sftpd: listening on [\d.]+:(\d+)", line):
-                self.port = int(m.group(1))
-                return
-        raise AssertionError("server did not start")
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
+from tests.support import SFTPD, Serve, known_hosts, run
 
 
 @pytest.fixture
@@ -64,13 +29,6 @@ def server(workdir: Path) -> Iterator[Serve]:
     yield s
     if s.proc.poll() is None:
         s.stop()
-
-
-def known_hosts(workdir: Path, port: int) -> Path:
-    path = workdir / "known_hosts"
-    pub = (workdir / "keys" / "ssh_host_ed25519_key.pub").read_text().strip()
-    path.write_text(f"[127.0.0.1]:{port} {pub}\n")
-    return path
 
 
 def sftp_with_password(workdir: Path, port: int, user: str, password: str, batch: str):  # type: ignore[no-untyped-def]
@@ -140,7 +98,13 @@ def test_signals_stop_cleanly_with_a_session_open(workdir: Path, sig: int) -> No
              "DISPLAY": ":0"},
         start_new_session=True,
     )  # fmt: skip
-    time.sleep(2)  # logged in and idle at the prompt
+    assert client.stdin is not None and client.stdout is not None
+    client.stdin.write("pwd\n")
+    client.stdin.flush()
+    ready, _, _ = select.select([client.stdout], [], [], 30)
+    assert ready, "sftp did not log in"
+    # sftp reads commands only once logged in, and echoes each: at the prompt, idle
+    assert client.stdout.readline().startswith("sftp> pwd")
     start = time.monotonic()
     code, err = server.stop(sig)
     assert code == 0, err

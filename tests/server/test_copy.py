@@ -11,8 +11,7 @@ import pytest
 
 from sftpd.core.quota import scan_home
 from sftpd.ssh.sftp import MAX_READ_LEN
-from tests.conftest import LiveServer, User
-from tests.server.test_quota import assert_exact
+from tests.support.live import LiveServer, User, assert_exact
 
 MiB = 1024 * 1024
 # Around the clamp on READ (261,120), asyncssh's copy block (262,144) and a long file.

@@ -5,25 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import asyncssh
 
 from sftpd.core.quota import scan_home
-from tests.server.test_cli import Serve, known_hosts, run
-
-
-def ledger_row(workdir: Path, user: str) -> tuple[int, int, int]:
-    with sqlite3.connect(workdir / "data" / "sftpd.db") as db:
-        used, files = db.execute(
-            "SELECT used_bytes, used_files FROM users WHERE name=?", (user,)
-        ).fetchone()
-        (reserved,) = db.execute(
-            "SELECT coalesce(sum(bytes), 0) FROM reservations WHERE user=?", (user,)
-        ).fetchone()
-    return used, files, reserved
+from tests.support import Serve, known_hosts, ledger_row, run
 
 
 async def test_kill_9_mid_upload_then_restart_reconciles(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.conftest import LiveServer, User, start_live_server, stop_live_server
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 REFUSED = (asyncssh.PermissionDenied, asyncssh.DisconnectError, ConnectionError, OSError)
 

@@ -17,8 +17,7 @@ import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
-from tests.cli.test_xfer import Xfer
-from tests.server.test_cli import Serve, known_hosts, run
+from tests.support import Serve, Xfer, known_hosts, run
 
 MiB = 1024 * 1024
 NODE_ARGS = (

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import asyncssh
@@ -15,23 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sftpd.core.quota import CHUNK, scan_home
-from tests.conftest import LiveServer, User
+from tests.support.live import LiveServer, User, assert_exact, live_usage
 
 MiB = 1024 * 1024
-
-
-def live_usage(server: LiveServer, user: User) -> tuple[int, int]:
-    u = server.call(server.service.store.usage(user.name, server.settings.default_quota))
-    assert u is not None
-    return u.used, u.files
-
-
-def assert_exact(server: LiveServer, user: User, timeout: float = 3.0) -> None:
-    """Live usage equals a scan (allowing the ledger's coalesced settle to land)."""
-    deadline = time.monotonic() + timeout
-    while live_usage(server, user) != scan_home(str(user.home)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert live_usage(server, user) == scan_home(str(user.home))
 
 
 # -- property: any sequence of operations keeps live usage == scan ---------------------
@@ -334,7 +319,7 @@ def test_chunked_reservations_cost_no_write_per_packet(live_server: LiveServer) 
     ledger.store = type("S", (), {})()  # a thin wrapper around the real store
     for attr in ("usage", "apply", "create_file"):
         setattr(ledger.store, attr, getattr(live_server.service.store, attr))
-    ledger.store.reserve = counting  # type: ignore[attr-defined]
+    ledger.store.reserve = counting  # type: ignore[method-assign]
     src = live_server.tmp / "32m.bin"
     src.write_bytes(os.urandom(32 * MiB))
     result = live_server.sftp(user, f"put {src} f\n", "-B", "32768")

@@ -19,8 +19,7 @@ import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
-from tests.server.test_cli import Serve, known_hosts, run
-from tests.server.test_workers import worker_pids
+from tests.support import Serve, keypair, known_hosts, run, worker_pids
 
 MiB = 1024 * 1024
 QUOTA = 64 * MiB
@@ -85,12 +84,6 @@ async def _rounds(
     assert (final_used, final_files) != (0, 0)  # the rounds left files behind to count
 
 
-def _keypair(tmp: Path) -> Path:
-    key = tmp / "id"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    return key
-
-
 def _user_show(tmp: Path, name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     shown = run(tmp, "user", "show", name, "--json", env=env)
     assert shown.returncode == 0, shown.stderr
@@ -98,7 +91,7 @@ def _user_show(tmp: Path, name: str, env: dict[str, str] | None = None) -> dict[
 
 
 async def test_other_worker_sees_every_acknowledged_change(tmp_path: Path) -> None:
-    key = _keypair(tmp_path)
+    key = keypair(tmp_path)
     assert run(tmp_path, "user", "add", "rita", "--key", f"{key}.pub", "--quota",
                str(QUOTA)).returncode == 0  # fmt: skip
     server = Serve(tmp_path, "--no-demo", "--workers", "2", "--max-sessions-per-user", "0",
@@ -128,7 +121,7 @@ async def test_other_node_sees_every_acknowledged_change(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SFTPD_DB", pg_url)
-    key = _keypair(tmp_path)
+    key = keypair(tmp_path)
     assert run(tmp_path, "user", "add", "nora", "--key", f"{key}.pub", "--quota",
                str(QUOTA)).returncode == 0  # fmt: skip
     args = ("--no-demo", "--workers", "1", "--log-level", "warning")
@@ -153,7 +146,7 @@ async def test_racing_sessions_and_a_full_quota_show_exactly_at_once(tmp_path: P
     """The two reports from the field, on two workers: four sessions race 4 MiB each into
     10 MiB, then the clients exit; and a quota filled with acknowledged writes. OpenSSH's
     ``ssh sp --json`` (a new connection, either worker) right after must match the disk."""
-    key = _keypair(tmp_path)
+    key = keypair(tmp_path)
     assert run(tmp_path, "user", "add", "rose", "--key", f"{key}.pub", "--quota",
                str(10 * MiB)).returncode == 0  # fmt: skip
     server = Serve(tmp_path, "--no-demo", "--workers", "2", "--max-sessions-per-user", "0",

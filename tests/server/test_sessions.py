@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 
 from sftpd.store import KeyRecord
-from tests.conftest import LiveServer, User, start_live_server, stop_live_server
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 
 async def test_idle_sessions_are_closed_busy_ones_are_not(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 import pytest
@@ -13,7 +15,7 @@ from asyncssh.packet import String, UInt64
 from asyncssh.sftp import SFTPLimits
 
 from sftpd.ssh.sftp import MAX_READ_LEN
-from tests.conftest import LiveServer, User
+from tests.support.live import LiveServer, User
 
 
 async def test_put_get_roundtrip_and_listing(live_server: LiveServer, user: User) -> None:
@@ -92,8 +94,10 @@ async def test_write_with_trailing_padding_is_accepted(live_server: LiveServer, 
 async def _name_request(sftp: asyncssh.SFTPClient, ext: bytes, arg: bytes) -> bytes:
     handler = sftp._handler
     handler._return_types = {**handler._return_types, ext: FXP_NAME}
-    names, _ = await handler._make_request(ext, String(arg))
-    return names[0].filename
+    reply = await handler._make_request(ext, String(arg))
+    names, _ = cast(tuple[list[asyncssh.SFTPName], bool], reply)
+    filename = names[0].filename
+    return filename if isinstance(filename, bytes) else filename.encode()
 
 
 async def test_expand_path_and_home_directory(live_server: LiveServer, user: User) -> None:
@@ -118,7 +122,7 @@ async def test_errors_never_show_a_server_path(
     server_paths = (str(live_server.settings.data_dir.resolve()), str(outside), str(user.home))
     messages = []
     async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
-        for op in (
+        ops: tuple[Callable[[], Awaitable[object]], ...] = (
             lambda: sftp.stat("missing/file"),
             lambda: sftp.open("escape/secret.txt"),
             lambda: sftp.listdir("escape"),
@@ -129,7 +133,8 @@ async def test_errors_never_show_a_server_path(
             lambda: sftp.symlink("../../../etc/passwd", "bad"),
             lambda: sftp.open("x" * 300, "wb"),
             lambda: sftp.open("/", "rb"),
-        ):
+        )
+        for op in ops:
             with pytest.raises(asyncssh.SFTPError) as info:
                 await op()
             messages.append(str(info.value.reason))

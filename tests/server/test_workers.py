@@ -10,8 +10,7 @@ from pathlib import Path
 import asyncssh
 
 from sftpd.core.quota import scan_home
-from tests.server.test_cli import Serve, known_hosts, run
-from tests.server.test_crash import ledger_row
+from tests.support import Serve, known_hosts, ledger_row, run, worker_pids
 
 MiB = 1024 * 1024
 
@@ -19,10 +18,6 @@ MiB = 1024 * 1024
 def socket_count(pid: int) -> int:
     fd_dir = Path(f"/proc/{pid}/fd")
     return sum(1 for fd in fd_dir.iterdir() if os.readlink(fd).startswith("socket:"))
-
-
-def worker_pids(parent: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
 
 
 async def test_workers_share_the_port_and_the_quota(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from sftpd.core.quota import scan_home
 from sftpd.ssh.sftp import MAX_OPEN_HANDLES
-from tests.conftest import LiveServer, start_live_server, stop_live_server
 from tests.stress.conftest import open_fds, report, scale
+from tests.support.live import LiveServer, start_live_server, stop_live_server
 
 GiB = 1024**3
 
@@ -132,7 +132,7 @@ async def test_ten_gib_sparse_file_and_absurd_offsets(server: LiveServer) -> Non
         if (usage.used, usage.files, usage.reserved) == (*scan_home(str(roomy.home)), 0):
             break
         await asyncio.sleep(0.05)
-    assert (usage.used, usage.files) == scan_home(str(roomy.home))
+    assert usage is not None and (usage.used, usage.files) == scan_home(str(roomy.home))
     report(
         "10 GiB sparse file",
         refused_over_quota=refused.value.reason,

@@ -24,11 +24,9 @@ import pytest
 
 from sftpd.core.quota import scan_home
 from sftpd.server import DRAIN_SECONDS
-from tests.cli.test_xfer import Xfer
-from tests.conftest import LiveServer, User, start_live_server, stop_live_server
-from tests.server.test_cli import Serve, known_hosts, run
-from tests.server.test_crash import ledger_row
 from tests.stress.conftest import open_fds, report, scale
+from tests.support import Serve, Xfer, known_hosts, ledger_row, new_user
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 MiB = 1024 * 1024
 
@@ -157,15 +155,6 @@ async def test_client_killed_mid_transfer_loses_nothing(
         usage_exact=True,
         leaked_fds=open_fds() - fds,
     )
-
-
-def new_user(workdir: Path, name: str, quota: str = "10GiB") -> Path:
-    key = workdir / f"id_{name}"
-    if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    added = run(workdir, "user", "add", name, "--key", f"{key}.pub", "--quota", quota)
-    assert added.returncode == 0, added.stderr
-    return key
 
 
 async def writer_task(

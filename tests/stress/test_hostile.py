@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from sftpd.core.quota import scan_home
 from sftpd.reconcile import scan_user
-from tests.conftest import LiveServer, User, start_live_server, stop_live_server
 from tests.stress.conftest import report, scale, snapshot
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 SECRET = b"TOP SECRET"
 
@@ -155,7 +155,7 @@ async def attempt(
 
 async def read_all(sftp: asyncssh.SFTPClient, path: bytes) -> bytes:
     async with sftp.open(path, "rb") as f:
-        return await f.read(1 << 16)  # type: ignore[no-any-return]
+        return await f.read(1 << 16)
 
 
 async def write_some(sftp: asyncssh.SFTPClient, path: bytes) -> None:
@@ -405,5 +405,5 @@ async def test_after_fuzzing_the_server_serves_and_usage_is_exact(arena: Arena) 
         if (usage.used, usage.files) == scan_home(home) and usage.reserved == 0:
             break
         await asyncio.sleep(0.05)
-    assert (usage.used, usage.files) == scan_home(home)
+    assert usage is not None and (usage.used, usage.files) == scan_home(home)
     report("sftp fuzzer", **_FUZZ_STATS, crashes=0, leaks=0, usage_exact=True)

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from sftpd.core.quota import scan_home
-from tests.conftest import LiveServer, User, start_live_server, stop_live_server
-from tests.server.test_cli import Serve
 from tests.stress.conftest import open_fds, report, scale
-from tests.stress.test_faults import new_user
+from tests.support import Serve, new_user
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,6 +19,7 @@ import pytest
 
 from sftpd.ssh import compat
 from sftpd.ssh.sftp import SftpdHandler
+from tests.support import Serve, known_hosts, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,10 +111,10 @@ async def _packets_sent(patch: bool, requests: int) -> int:
         ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
             if patch:
                 compat.skip_cbc_countermeasure(conn)
-            before = conn._send_seq  # type: ignore[attr-defined]
+            before = conn._send_seq
             for _ in range(requests):
                 await sftp.stat(".")
-            return int(conn._send_seq - before)  # type: ignore[attr-defined]
+            return int(conn._send_seq - before)
     finally:
         server.close()
         await server.wait_closed()
@@ -135,8 +136,6 @@ async def test_the_ignore_hook_still_halves_the_packets() -> None:
 async def test_binary_streams_and_extended_requests_work_end_to_end(tmp_path: Path) -> None:
     """Hooks 2 and 4 against a real sftpd: check-file-name goes out through compat and
     its answer comes back on streams set up by compat.binary_streams."""
-    from tests.server.test_cli import Serve, known_hosts, run
-
     key = asyncssh.generate_private_key("ssh-ed25519")
     key.write_private_key(str(tmp_path / "id"))
     key.write_public_key(str(tmp_path / "id.pub"))

@@ -62,7 +62,7 @@ async def used(store: GatedStore) -> int:
 async def test_a_close_waits_for_the_write_that_carries_its_bytes(
     store: GatedStore, tmp_path: Path
 ) -> None:
-    ledger = QuotaLedger("alice", store, "test", 0)  # type: ignore[arg-type]
+    ledger = QuotaLedger("alice", store, "test", 0)
     ledger.session_opened()
     a = ledger.open_inode(stat_of(tmp_path, "a"))
     b = ledger.open_inode(stat_of(tmp_path, "b"))
@@ -83,7 +83,7 @@ async def test_a_close_waits_for_the_write_that_carries_its_bytes(
 async def test_a_store_that_cannot_write_defers_without_failing_the_close(
     store: GatedStore, tmp_path: Path
 ) -> None:
-    ledger = QuotaLedger("alice", store, "test", 0)  # type: ignore[arg-type]
+    ledger = QuotaLedger("alice", store, "test", 0)
     ledger.session_opened()
     a = ledger.open_inode(stat_of(tmp_path, "a"))
     await ledger.resize(a, 4096)
