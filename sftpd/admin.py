@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -75,14 +76,17 @@ KeysDirOpt = Annotated[
 DbOpt = Annotated[str | None, typer.Option(flag_of("db"), help=help_of("db"), show_default=False)]
 
 
-class _Globals:
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """What was given before the verb; carried in the root context's ``obj``."""
+
     config: Path | None = None
     data_dir: Path | None = None
     keys_dir: Path | None = None
     db: str | None = None
-
-
-_globals = _Globals()
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -90,24 +94,22 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings(**flags: Any) -> Settings:
+def settings(ctx: typer.Context, **flags: Any) -> Settings:
+    """The settings for this invocation: global options, then ``flags``, over the rest."""
+    given = ctx.find_root().obj
+    opts = given if isinstance(given, GlobalOptions) else GlobalOptions()
     try:
         return load_settings(
-            _globals.config,
-            {
-                "data_dir": _globals.data_dir,
-                "keys_dir": _globals.keys_dir,
-                "db": _globals.db,
-                **flags,
-            },
+            opts.config,
+            {"data_dir": opts.data_dir, "keys_dir": opts.keys_dir, "db": opts.db, **flags},
         )
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
 
 
-def with_store(fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
+def with_store(ctx: typer.Context, fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
     """Run ``fn`` against the configured store; map store and config errors to exits."""
-    conf = settings()
+    conf = settings(ctx)
 
     async def run() -> T:
         store = await open_service_store(conf)
@@ -184,13 +186,13 @@ def parse_quota(text: str) -> int:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     keys_dir: KeysDirOpt = None,
     db: DbOpt = None,
 ) -> None:
-    _globals.config, _globals.data_dir, _globals.keys_dir = config, data_dir, keys_dir
-    _globals.db = db
+    ctx.obj = GlobalOptions(config, data_dir, keys_dir, db)
 
 
 def _opt(name: str, *short: str) -> Any:
@@ -223,7 +225,7 @@ def serve_cmd(
 ) -> None:
     """Run the server until SIGINT or SIGTERM."""
     flags = {k: v for k, v in ctx.params.items() if k in FIELDS and v not in (None, [], ())}
-    conf = settings(**flags)
+    conf = settings(ctx, **flags)
     setup_logging(conf.log_format, conf.log_level)
     warn_if_untested()
     count = conf.workers or os.cpu_count() or 1
@@ -259,10 +261,10 @@ async def create_demo_user(conf: Settings) -> None:
 
 
 @app.command("keys")
-def keys_cmd() -> None:
+def keys_cmd(ctx: typer.Context) -> None:
     """Print the host key fingerprints (creating the keys if missing)."""
     try:
-        for key in load_or_create(settings().keys_dir):
+        for key in load_or_create(settings(ctx).keys_dir):
             typer.echo(f"{key.algorithm} {key.fingerprint} {key.path}")
     except HostKeyError as exc:
         fail(str(exc), EXIT_CONFIG)
@@ -270,6 +272,7 @@ def keys_cmd() -> None:
 
 @user_app.command("add")
 def user_add(
+    ctx: typer.Context,
     name: str,
     key: Annotated[list[Path] | None, typer.Option("--key", "-k", help="Public key file.")] = None,
     password: Annotated[bool, typer.Option("--password", help="Prompt for a password.")] = False,
@@ -296,18 +299,18 @@ def user_add(
         )
         ensure_home(conf.homes_dir, name)
 
-    with_store(add)
+    with_store(ctx, add)
     typer.echo(f"added user {name}" + (f" with password {generated}" if generated else ""))
 
 
 @user_app.command("list")
-def user_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def user_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List users with status and usage."""
 
     async def q(store: Store, conf: Settings) -> tuple[list[UserRecord], int]:
         return await store.list_users(), conf.default_quota
 
-    users, default = with_store(q)
+    users, default = with_store(ctx, q)
     if json_out:
         typer.echo(json.dumps([user_json(u, default) for u in users], indent=2))
         return
@@ -331,13 +334,13 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
 
 
 @user_app.command("show")
-def user_show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def user_show(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
     """Show one user."""
 
     async def q(store: Store, conf: Settings) -> tuple[UserRecord | None, int]:
         return await store.get_user(name), conf.default_quota
 
-    user, default = with_store(q)
+    user, default = with_store(ctx, q)
     if user is None:
         fail(f"no such user: {name}")
     if json_out:
@@ -358,39 +361,41 @@ def _must(found: bool, name: str) -> None:
 
 @user_app.command("passwd")
 def user_passwd(
+    ctx: typer.Context,
     name: str,
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
 ) -> None:
     """Set a user's password."""
     pw_hash = hash_password(ask_password(password_stdin))
-    _must(with_store(lambda s, _c: s.set_password(name, pw_hash)), name)
+    _must(with_store(ctx, lambda s, _c: s.set_password(name, pw_hash)), name)
     typer.echo(f"password of {name} changed")
 
 
 @user_app.command("disable")
-def user_disable(name: str) -> None:
+def user_disable(ctx: typer.Context, name: str) -> None:
     """Forbid logins (by any method) from the next login on."""
-    _must(with_store(lambda s, _c: s.set_disabled(name, True)), name)
+    _must(with_store(ctx, lambda s, _c: s.set_disabled(name, True)), name)
     typer.echo(f"disabled user {name}")
 
 
 @user_app.command("enable")
-def user_enable(name: str) -> None:
+def user_enable(ctx: typer.Context, name: str) -> None:
     """Allow logins again."""
-    _must(with_store(lambda s, _c: s.set_disabled(name, False)), name)
+    _must(with_store(ctx, lambda s, _c: s.set_disabled(name, False)), name)
     typer.echo(f"enabled user {name}")
 
 
 @user_app.command("del")
 def user_del(
+    ctx: typer.Context,
     name: str,
     purge: Annotated[bool, typer.Option(help="Also delete the user's home and files.")] = False,
 ) -> None:
     """Delete a user (their files stay unless --purge)."""
     check_name(name)
-    _must(with_store(lambda s, _c: s.delete_user(name)), name)
+    _must(with_store(ctx, lambda s, _c: s.delete_user(name)), name)
     if purge:
-        home = settings().homes_dir / name
+        home = settings(ctx).homes_dir / name
         if home.is_dir() and not home.is_symlink():
             shutil.rmtree(home)
     typer.echo(f"deleted user {name}" + (" and their files" if purge else ""))
@@ -398,6 +403,7 @@ def user_del(
 
 @user_app.command("quota")
 def user_quota(
+    ctx: typer.Context,
     name: str,
     size: Annotated[str, typer.Argument(help="e.g. 5GiB, 500MB, unlimited, or 'default'.")],
     max_files: Annotated[int | None, typer.Option(help="File-count limit (0: none).")] = None,
@@ -411,12 +417,13 @@ def user_quota(
             await store.set_max_files(name, max_files or None)
         return found
 
-    _must(with_store(q), name)
+    _must(with_store(ctx, q), name)
     typer.echo(f"quota of {name} set to {size}")
 
 
 @quota_app.command("scan")
 def quota_scan(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="One user; all users if omitted.")] = None,
 ) -> None:
     """Recompute usage from the disk (also done at start after a crash)."""
@@ -429,7 +436,7 @@ def quota_scan(
             fail(str(exc))
 
     busy = False
-    for r in with_store(q):
+    for r in with_store(ctx, q):
         if r.stored:
             typer.echo(f"{r.user}: {format_size(r.used)} in {count(r.files, 'file')}")
         else:
@@ -440,7 +447,7 @@ def quota_scan(
 
 
 @key_app.command("add")
-def key_add(name: str, file: Path) -> None:
+def key_add(ctx: typer.Context, name: str, file: Path) -> None:
     """Add the public key(s) in FILE to a user."""
     keys = read_keys(file)
 
@@ -448,31 +455,31 @@ def key_add(name: str, file: Path) -> None:
         for k in keys:
             await store.add_key(name, k)
 
-    with_store(add)
+    with_store(ctx, add)
     for k in keys:
         typer.echo(f"added key {k.fingerprint} to {name}")
 
 
 @key_app.command("del")
-def key_del(name: str, fingerprint: str) -> None:
+def key_del(ctx: typer.Context, name: str, fingerprint: str) -> None:
     """Remove a key by its SHA256 fingerprint."""
-    if not with_store(lambda s, _c: s.delete_key(name, fingerprint)):
+    if not with_store(ctx, lambda s, _c: s.delete_key(name, fingerprint)):
         fail(f"{name} has no key {fingerprint}")
     typer.echo(f"removed key {fingerprint} from {name}")
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(ctx: typer.Context) -> None:
     """Apply schema migrations now (``serve`` also does it at start; safe on many nodes)."""
-    with_store(lambda s, _c: s.count_users())
+    with_store(ctx, lambda s, _c: s.count_users())
     typer.echo("database schema is current")
 
 
 @defender_app.command("list")
-def defender_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def defender_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Addresses with login failures on record, and which are blocked until when."""
     now = time.time()
-    bans = with_store(lambda s, _c: s.bans(now))
+    bans = with_store(ctx, lambda s, _c: s.bans(now))
     if json_out:
         typer.echo(json.dumps([vars(b) for b in bans]))
         return
@@ -486,9 +493,9 @@ def defender_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> 
 
 
 @defender_app.command("unblock")
-def defender_unblock(addr: str) -> None:
+def defender_unblock(ctx: typer.Context, addr: str) -> None:
     """Forget an address's failures and lift its block (on every worker and node)."""
-    if not with_store(lambda s, _c: s.unban(addr)):
+    if not with_store(ctx, lambda s, _c: s.unban(addr)):
         fail(f"{addr} has no failures on record")
     typer.echo(f"unblocked {addr}")
 
