@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ class GatedStore:
         self.gate.set()
         self.entered = asyncio.Event()
         self.down = False
+        self.refused = 0  # writes refused while down
 
     async def apply(self, *args: Any, **kwargs: Any) -> None:
         if self.down:
+            self.refused += 1
             raise OSError("database is locked")
         self.entered.set()
         await self.gate.wait()
@@ -53,6 +56,22 @@ def stat_of(tmp_path: Path, name: str) -> os.stat_result:
     return os.stat(p)
 
 
+@pytest.fixture
+async def ledger(store: GatedStore) -> AsyncIterator[QuotaLedger]:
+    """Alice's ledger in this process, with one session open."""
+    ledger = QuotaLedger("alice", store, "test", 0)
+    ledger.session_opened()
+    yield ledger
+    await ledger.session_closed()
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 async def used(store: GatedStore) -> int:
     u = await store.store.usage("alice", 0)
     assert u is not None
@@ -60,43 +79,45 @@ async def used(store: GatedStore) -> int:
 
 
 async def test_a_close_waits_for_the_write_that_carries_its_bytes(
-    store: GatedStore, tmp_path: Path
+    store: GatedStore, ledger: QuotaLedger, tmp_path: Path
 ) -> None:
-    ledger = QuotaLedger("alice", store, "test", 0)
-    ledger.session_opened()
     a = ledger.open_inode(stat_of(tmp_path, "a"))
     b = ledger.open_inode(stat_of(tmp_path, "b"))
     await ledger.resize(a, 1000)
     await ledger.resize(b, 2000)
     store.gate.clear()
     close_a = asyncio.create_task(ledger.close_inode(a, 1000))
-    await store.entered.wait()  # a's write is in flight and carries b's 2,000 bytes too
+    await asyncio.wait_for(
+        store.entered.wait(), 5
+    )  # a's write is in flight and carries b's 2,000 bytes too
     close_b = asyncio.create_task(ledger.close_inode(b, 2000))
-    await asyncio.sleep(0.05)
+    for _ in range(20):  # b's close does no I/O of its own: a few loop turns finish it if free
+        await asyncio.sleep(0)
     assert not close_b.done(), "b's close was acknowledged before its bytes were stored"
     store.gate.set()
     await asyncio.gather(close_a, close_b)
     assert await used(store) == 3000
-    await ledger.session_closed()
 
 
 async def test_a_store_that_cannot_write_defers_without_failing_the_close(
-    store: GatedStore, tmp_path: Path
+    store: GatedStore, ledger: QuotaLedger, tmp_path: Path
 ) -> None:
-    ledger = QuotaLedger("alice", store, "test", 0)
-    ledger.session_opened()
     a = ledger.open_inode(stat_of(tmp_path, "a"))
     await ledger.resize(a, 4096)
     store.down = True
     await ledger.close_inode(a, 4096)  # acknowledged: no exception
     assert ledger.pending == 4096 and await used(store) == 0
-    await asyncio.sleep(0.35)  # retries keep failing and keep the bytes pending
-    assert ledger.pending == 4096
+    refused = store.refused
+
+    async def retried_twice() -> bool:
+        return store.refused >= refused + 2
+
+    await until(retried_twice, "no retry while the store was down")
+    assert ledger.pending == 4096  # the refused retries kept the bytes pending
     store.down = False
-    for _ in range(50):
-        if await used(store) == 4096:
-            break
-        await asyncio.sleep(0.05)
-    assert await used(store) == 4096 and ledger.pending == 0
-    await ledger.session_closed()
-    assert await store.store.usage("alice", 0) is not None
+
+    async def landed() -> bool:
+        return await used(store) == 4096
+
+    await until(landed, "the deferred write never landed")
+    assert ledger.pending == 0
