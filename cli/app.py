@@ -1,30 +1,31 @@
-"""The ``xfer`` command: verbs parse arguments and print; the work is in transfer/remote."""
+"""The ``xfer`` command: each verb is one async function, run once here or many times by the
+shell; connecting is in :mod:`cli.session`, printing in :mod:`cli.output`."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
-import json
 import os
-import stat
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncssh
 import typer
 
 from cli import transfer
-from cli.connect import ConnectOptions, Target, connect, default_known_hosts
-from cli.errors import EXIT_CODES_HELP, INTERRUPTED, USAGE, XferError, from_exception
+from cli.connect import default_known_hosts
+from cli.errors import EXIT_CODES_HELP, INTERRUPTED, REMOTE, USAGE, XferError, from_exception
+from cli.output import fail, listing, summary
 from cli.profiles import Profile, Profiles
-from cli.remote import Entry, Remote
+from cli.session import Call, Options, Session, remember_cwd
+from cli.shell import ShellVerb, run_shell
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -36,83 +37,16 @@ app = typer.Typer(
 )
 
 
-@dataclass
-class State:
-    target: str | None = None
-    profile: str | None = None
-    keys: list[str] = field(default_factory=list)
-    known_hosts: Path | None = None
-    accept_new: bool = False
-    batch: bool = False
-    password_stdin: bool = False
-    quiet: bool = False
-    json: bool = False
-    debug: bool = False
-    password: str | None = None
-
-    @property
-    def show_progress(self) -> bool:
-        return not (self.quiet or self.json) and sys.stderr.isatty()
-
-
-state = State()
-
-
-def fail(err: XferError) -> NoReturn:
-    print(f"xfer: {err}", file=sys.stderr)
-    raise typer.Exit(err.code)
-
-
-def resolve_profile() -> tuple[Target, Profile | None]:
-    profiles = Profiles.load()
-    text = state.target or os.environ.get("XFER_TARGET")
-    if text:
-        match = next((p for p in profiles.profiles.values() if p.target == text), None)
-        return Target.parse(text), match
-    profile = profiles.current(state.profile)
-    if profile is None:
-        raise XferError(USAGE, "no target: use -t user@host[:port], XFER_TARGET or `xfer login`")
-    return Target.parse(profile.target), profile
-
-
-async def open_remote() -> Remote:
-    target, profile = resolve_profile()
-    if state.password is None and state.password_stdin:
-        state.password = sys.stdin.readline().rstrip("\r\n")
-    password = state.password if state.password is not None else os.environ.get("XFER_PASSWORD")
-    opts = ConnectOptions(
-        target=target,
-        keys=state.keys or (profile.keys if profile else []),
-        known_hosts=state.known_hosts
-        or (Path(profile.known_hosts) if profile and profile.known_hosts else None),
-        accept_new=state.accept_new,
-        batch=state.batch,
-        password=password,
-    )
-    conn = await connect(opts)
-    try:
-        sftp = await conn.start_sftp_client()
-    except (asyncssh.Error, OSError) as exc:
-        conn.close()
-        raise from_exception(exc, str(target)) from None
-    try:
-        cwd = profile.cwd if profile and profile.cwd else await sftp.realpath(".")
-    except (asyncssh.Error, OSError) as exc:
-        conn.close()
-        raise from_exception(exc, str(target)) from None
-    return Remote(conn, sftp, cwd)
-
-
-def run(work: Callable[[Remote], Awaitable[T]]) -> T:
-    """Connect, run ``work``, close; every failure becomes one line and an exit code."""
+def run(opts: Options, work: Callable[[Call], Awaitable[T]]) -> T:
+    """Run ``work`` on a session opened on first use; every failure becomes one line and an
+    exit code."""
 
     async def main() -> T:
-        remote = await open_remote()
+        session = Session(opts)
         try:
-            return await work(remote)
+            return await work(Call(opts, session))
         finally:
-            remote.sftp.exit()
-            remote.conn.close()
+            session.close()
 
     try:
         return asyncio.run(main())
@@ -120,7 +54,7 @@ def run(work: Callable[[Remote], Awaitable[T]]) -> T:
         print("xfer: interrupted", file=sys.stderr)
         raise typer.Exit(INTERRUPTED) from None
     except (XferError, asyncssh.Error, OSError) as exc:
-        if state.debug:
+        if opts.debug:
             raise
         fail(from_exception(exc))
 
@@ -130,6 +64,9 @@ IdentityOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_CONTEXT = inspect.Parameter(
+    "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+)
 _SHARED = (
     inspect.Parameter("identity", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=IdentityOpt),
@@ -139,35 +76,56 @@ _SHARED = (
                       annotation=JsonOpt),
 )  # fmt: skip
 
-
-def _take_shared(identity: list[str] | None, quiet: bool, json_out: bool) -> None:
-    """Options given before or after the verb mean the same."""
-    state.keys = [*state.keys, *(identity or [])]
-    state.quiet = state.quiet or quiet
-    state.json = state.json or json_out
+IMPLEMENTATIONS: dict[str, Callable[..., Awaitable[None]]] = {}
+SHELL_NAMES: dict[str, str] = {}  # what the shell accepts (aliases too) -> command name
 
 
-def verb(name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """``app.command`` that also accepts ``-i``, ``-q`` and ``--json`` after the verb."""
+def verb(name: str | None = None, *, also: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Register a verb; it also accepts ``-i``, ``-q`` and ``--json`` after its name.
 
-    def register(fn: Callable[..., T]) -> Callable[..., T]:
+    An async verb takes a :class:`Call` and works on the remote side: one-shot, it runs on
+    its own connection; in the shell (under its name or ``also``), on the shell's. A plain
+    function takes the :class:`Options` and is a one-shot command only.
+    """
+
+    def register(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)
+        remote = inspect.iscoroutinefunction(fn)
 
         @functools.wraps(fn)
         def command(
-            *args: Any, identity: list[str] | None = None, quiet: bool = False,
+            ctx: typer.Context, *, identity: list[str] | None = None, quiet: bool = False,
             json_out: bool = False, **kwargs: Any,
-        ) -> T:  # fmt: skip
-            _take_shared(identity, quiet, json_out)
-            return fn(*args, **kwargs)
+        ) -> None:  # fmt: skip
+            opts = ctx.ensure_object(Options).with_verb_options(
+                tuple(identity or ()), quiet, json_out
+            )
+            if remote:
+                run(opts, lambda call: fn(call, **kwargs))
+            else:
+                fn(opts, **kwargs)
 
+        own = list(sig.parameters.values())[1:]  # the Call or the Options
         command.__signature__ = sig.replace(  # type: ignore[attr-defined]
-            parameters=[*sig.parameters.values(), *_SHARED]
+            parameters=[_CONTEXT, *own, *_SHARED], return_annotation=None
         )
-        app.command(name)(command)
+        command_name = name or fn.__name__
+        app.command(command_name)(command)
+        if remote:
+            IMPLEMENTATIONS[command_name] = fn
+            SHELL_NAMES.update({n: command_name for n in (command_name, *also)})
         return fn
 
     return register
+
+
+def shell_verbs() -> dict[str, ShellVerb]:
+    """Every remote verb, for the shell: parsed by the same command, run by the same code."""
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    return {
+        alias: ShellVerb(name, commands[name], IMPLEMENTATIONS[name])
+        for alias, name in SHELL_NAMES.items()
+    }
 
 
 @app.callback()
@@ -186,17 +144,14 @@ def main(
     json_out: JsonOpt = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    state.target, state.profile, state.keys = target, profile, identity or []
-    state.known_hosts, state.accept_new = known_hosts, accept_new
-    state.batch = batch or not sys.stdin.isatty()
-    state.password_stdin, state.quiet, state.json, state.debug = (
-        password_stdin, quiet, json_out, debug
+    ctx.obj = opts = Options(
+        target=target, profile=profile, keys=tuple(identity or ()), known_hosts=known_hosts,
+        accept_new=accept_new, batch=batch or not sys.stdin.isatty(),
+        password_stdin=password_stdin, quiet=quiet, json=json_out, debug=debug,
     )  # fmt: skip
     if ctx.invoked_subcommand is None:
         if target or os.environ.get("XFER_TARGET") or Profiles.load().current(profile):
-            from cli.shell import run_shell
-
-            run_shell()
+            run_shell(opts, shell_verbs())
         else:
             print(ctx.get_help())
 
@@ -204,33 +159,38 @@ def main(
 # -- profiles --------------------------------------------------------------------
 
 
+async def _start_directory(call: Call) -> str:
+    return await (await call.remote()).sftp.realpath(".")
+
+
 @verb()
 def login(
+    opts: Options,
     target: Annotated[str, typer.Argument(help="user@host[:port]")],
     name: Annotated[str | None, typer.Option(help="Profile name [the target].")] = None,
 ) -> None:
     """Check the connection and save TARGET as the default profile, with the keys and
     known_hosts file that worked and the directory the server starts in."""
-    state.target = target
-    start = run(lambda r: r.sftp.realpath("."))
+    opts = replace(opts, target=target)
+    start = run(opts, _start_directory)
     profiles = Profiles.load()
     key = name or target
     old = profiles.profiles.get(key)
     profiles.profiles[key] = Profile(
         key,
         target,
-        [str(Path(k).expanduser().resolve()) for k in state.keys],
+        [str(Path(k).expanduser().resolve()) for k in opts.keys],
         old.cwd if old and old.cwd else start,
-        str((state.known_hosts or default_known_hosts()).expanduser().resolve()),
+        str((opts.known_hosts or default_known_hosts()).expanduser().resolve()),
     )
     profiles.default = key
     profiles.save()
-    if not state.quiet:
+    if not opts.quiet:
         print(f"logged in to {target} (profile {key})")
 
 
 @verb()
-def logout(name: Annotated[str | None, typer.Argument()] = None) -> None:
+def logout(opts: Options, name: Annotated[str | None, typer.Argument()] = None) -> None:
     """Forget a saved profile (the default one if no NAME)."""
     profiles = Profiles.load()
     key = name or profiles.default
@@ -250,32 +210,15 @@ VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Checksum 
 ParallelOpt = Annotated[int, typer.Option("--parallel", "-P", help="Files at once with -r.")]
 
 
-def summary(verb: str, report: transfer.Report) -> None:
-    if report.unverified:
-        print(f"xfer: warning: {report.unverified} file(s) not verified: the server offers "
-              "no checksum", file=sys.stderr)  # fmt: skip
-    if state.json:
-        print(json.dumps({
-            "files": report.files, "bytes": report.bytes, "seconds": round(report.seconds, 3),
-            "resumed_from": report.resumed_from, "verified": sorted(report.verified),
-            "unverified": report.unverified,
-        }))  # fmt: skip
-        return
-    if state.quiet:
-        return
-    rate = report.bytes / report.seconds / 2**20 if report.seconds else 0.0
-    check = f", verified {'/'.join(sorted(report.verified))}" if report.verified else ""
-    print(f"{verb} {report.files} file(s), {report.bytes:,} bytes in {report.seconds:.1f} s "
-          f"({rate:.1f} MiB/s){check}")  # fmt: skip
-
-
-def _transfer_cmd(upload: bool, args: list[str], opts: transfer.Options) -> None:
-    report = run(lambda r: transfer.transfer_many(r, upload, args, opts, state.show_progress))
-    summary("uploaded" if upload else "downloaded", report)
+async def _transfer(call: Call, upload: bool, args: list[str], opts: transfer.Options) -> None:
+    remote = await call.remote()
+    report = await transfer.transfer_many(remote, upload, args, opts, call.opts.show_progress)
+    summary(call.opts, "uploaded" if upload else "downloaded", report)
 
 
 @verb()
-def put(
+async def put(
+    call: Call,
     sources: Annotated[list[str], typer.Argument(help="LOCAL... [REMOTE]")],
     resume: ResumeOpt = False,
     recursive: RecursiveOpt = False,
@@ -284,11 +227,12 @@ def put(
 ) -> None:
     """Upload files (and with -r directories); an existing remote file is replaced."""
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
-    _transfer_cmd(True, sources, opts)
+    await _transfer(call, True, sources, opts)
 
 
 @verb()
-def get(
+async def get(
+    call: Call,
     sources: Annotated[list[str], typer.Argument(help="REMOTE... [LOCAL]")],
     resume: ResumeOpt = False,
     recursive: RecursiveOpt = False,
@@ -297,106 +241,73 @@ def get(
 ) -> None:
     """Download files (and with -r directories)."""
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
-    _transfer_cmd(False, sources, opts)
+    await _transfer(call, False, sources, opts)
 
 
 # -- remote files ----------------------------------------------------------------
 
 
-def format_entry(e: Entry) -> str:
-    from sftpd.sizes import format_size
-
-    mode = stat.filemode(e.attrs.permissions or 0)
-    size = format_size(e.size) if not e.is_dir else "-"
-    mtime = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.attrs.mtime or 0))
-    return f"{mode}  {size:>10}  {mtime}  {e.name}"
-
-
-def entry_json(e: Entry) -> dict[str, Any]:
-    kind = {asyncssh.FILEXFER_TYPE_DIRECTORY: "dir", asyncssh.FILEXFER_TYPE_REGULAR: "file",
-            asyncssh.FILEXFER_TYPE_SYMLINK: "link"}.get(e.attrs.type, "other")  # fmt: skip
-    return {"name": e.name, "type": kind, "mode": oct((e.attrs.permissions or 0) & 0o7777),
-            "size": e.size, "mtime": e.attrs.mtime}  # fmt: skip
-
-
-@verb("dir")
-def dir_cmd(path: Annotated[str, typer.Argument()] = "") -> None:
+@verb("dir", also=("ls",))
+async def dir_cmd(call: Call, path: Annotated[str, typer.Argument()] = "") -> None:
     """List a directory like ls -l, sorted by name."""
-    entries = run(lambda r: r.listdir(path))
-    if state.json:
-        print(json.dumps([entry_json(e) for e in entries], indent=2))
-    else:
-        for e in entries:
-            print(format_entry(e))
+    listing(call.opts, await (await call.remote()).listdir(path))
 
 
 @verb()
-def cd(path: Annotated[str, typer.Argument()] = "") -> None:
+async def cd(call: Call, path: Annotated[str, typer.Argument()] = "") -> None:
     """Change the remote directory (none: where the server starts); later one-shot verbs
     are relative to it."""
-    new = run(lambda r: r.cd(path))
-    target, profile = resolve_profile()
-    profiles = Profiles.load()
-    key = profile.name if profile else str(state.target or os.environ.get("XFER_TARGET"))
-    current = profiles.profiles.get(key) or Profile(key, str(target), state.keys)
-    current.cwd = new
-    profiles.profiles[key] = current
-    profiles.save()
-    if not state.quiet:
+    new = await (await call.remote()).cd(path)
+    if call.interactive:  # the prompt shows it, and it lasts as long as the shell
+        return
+    remember_cwd(call.opts, new)
+    if not call.opts.quiet:
         print(new)
 
 
 @verb()
-def pwd() -> None:
+async def pwd(call: Call) -> None:
     """Print the remote working directory."""
-    _target, profile = resolve_profile()
-    if profile and profile.cwd:
-        print(profile.cwd)
-        return
-
-    async def start(remote: Remote) -> str:
-        return remote.cwd  # where the server starts the session
-
-    print(run(start))
+    print(call.session.known_cwd() or (await call.remote()).cwd)
 
 
 @verb()
-def mkdir(path: str, parents: Annotated[bool, typer.Option("--parents", "-p")] = False) -> None:
+async def mkdir(
+    call: Call, path: str, parents: Annotated[bool, typer.Option("--parents", "-p")] = False
+) -> None:
     """Create a remote directory."""
-    run(lambda r: r.mkdir(path, parents))
+    await (await call.remote()).mkdir(path, parents)
 
 
-@verb("del")
-def delete(
+@verb("del", also=("rm",))
+async def delete(
+    call: Call,
     paths: list[str],
     recursive: RecursiveOpt = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask.")] = False,
 ) -> None:
     """Delete remote files (directories need -r; asks first on a terminal unless -f)."""
-
-    async def work(remote: Remote) -> None:
-        for p in paths:
-            if recursive and await remote.is_dir(p) and not (force or state.batch):
-                answer = await asyncio.to_thread(input, f"delete directory tree {p}? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    continue
-            await remote.remove(p, recursive)
-
-    run(work)
+    remote = await call.remote()
+    for p in paths:
+        if recursive and await remote.is_dir(p) and not (force or call.opts.batch):
+            answer = await asyncio.to_thread(input, f"delete directory tree {p}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                continue
+        await remote.remove(p, recursive)
 
 
 @verb()
-def mv(old: str, new: str) -> None:
+async def mv(call: Call, old: str, new: str) -> None:
     """Rename or move a remote file or directory."""
-    run(lambda r: r.rename(old, new))
+    await (await call.remote()).rename(old, new)
 
 
 @verb()
-def sp() -> None:
+async def sp(call: Call) -> None:
     """Space used and quota (the server's sp command)."""
-    result = run(lambda r: r.run("sp", *(["--json"] if state.json else [])))
+    result = await (await call.remote()).run("sp", *(["--json"] if call.opts.json else []))
     if result.exit_status != 0:
-        fail(XferError(1, str(result.stderr or "sp is not supported by this server").strip()))
+        raise XferError(REMOTE, str(result.stderr or "sp is not supported by this server").strip())
     sys.stdout.write(str(result.stdout))
 
 
@@ -407,11 +318,9 @@ def help_cmd(ctx: typer.Context) -> None:
 
 
 @verb()
-def shell() -> None:
+def shell(opts: Options) -> None:
     """Interactive shell on one connection (also: plain `xfer` with a target)."""
-    from cli.shell import run_shell
-
-    run_shell()
+    run_shell(opts, shell_verbs())
 
 
 def main_entry() -> None:

@@ -1,4 +1,8 @@
-"""``xfer shell``: one connection, a prompt with history and tab completion of verbs and paths."""
+"""``xfer shell``: one connection, a prompt with history and tab completion of verbs and paths.
+
+Each line is parsed by the same command as the one-shot verb and run by the same function
+(see :func:`cli.app.verb`), on the shell's connection.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,43 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
+import typer
 
-from cli import transfer
-from cli.app import entry_json, format_entry, open_remote
-from cli.errors import INTERRUPTED, XferError, from_exception
+from cli.errors import INTERRUPTED, USAGE, XferError, from_exception
+from cli.output import fail
 from cli.profiles import config_dir
 from cli.remote import Remote
+from cli.session import Call, Options, Session
 
-HELP = """\
-verbs:
-  put LOCAL... [REMOTE] [-r] [--resume] [--no-verify]   upload
-  get REMOTE... [LOCAL] [-r] [--resume] [--no-verify]   download
-  dir [PATH] [--json]        list (also: ls)
-  cd [PATH]                  change remote directory
-  pwd                        print remote directory
-  mkdir PATH [-p]            create a directory
-  del PATH... [-r] [-f]      delete (also: rm)
-  mv OLD NEW                 rename or move
-  sp [--json]                space used and quota
-  help                       this text
-  exit                       leave (also: quit, Ctrl-D)"""
-
-VERBS = ["put", "get", "dir", "ls", "cd", "pwd", "mkdir", "del", "rm", "mv", "sp", "help",
-         "exit", "quit"]  # fmt: skip
+LEAVE = ("exit", "quit")
 
 
-def split_flags(argv: list[str]) -> tuple[set[str], list[str]]:
-    flags = {a for a in argv if a.startswith("-") and a != "-"}
-    return flags, [a for a in argv if a not in flags]
+@dataclass(frozen=True)
+class ShellVerb:
+    name: str  # the command's own name (the shell also knows aliases)
+    command: Any  # typer's (vendored) click command: parses a line as the one-shot verb does
+    run: Callable[..., Awaitable[None]]
+
+
+def _argument_usage(param: Any) -> str:
+    if getattr(param, "help", None):
+        return str(param.help)
+    name = str(param.name).upper() + ("..." if param.nargs == -1 else "")
+    return name if param.required else f"[{name}]"
 
 
 class Shell:
-    def __init__(self, remote: Remote, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, opts: Options, remote: Remote, verbs: Mapping[str, ShellVerb],
+                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+        self.opts = opts
+        self.session = Session(opts, remote)
         self.remote = remote
+        self.verbs = verbs
         self.loop = loop
         self.prompt_user = remote.conn.get_extra_info("username") or ""
         self.host = str(remote.conn.get_extra_info("peername", ("?",))[0])
@@ -58,7 +63,7 @@ class Shell:
 
         line = readline.get_line_buffer()
         if not line[: readline.get_begidx()].strip():
-            options = [v + " " for v in VERBS if v.startswith(text)]
+            options = [v + " " for v in (*self.verbs, "help", *LEAVE) if v.startswith(text)]
         else:
             options = self._remote_matches(text)
         return options[index] if index < len(options) else None
@@ -81,86 +86,50 @@ class Shell:
 
     # -- commands ----------------------------------------------------------------
 
+    def help(self) -> str:
+        lines = ["verbs:"]
+        for alias, verb in self.verbs.items():
+            if alias != verb.name:
+                continue
+            usage = " ".join(
+                _argument_usage(p) for p in verb.command.params if p.param_type_name == "argument"
+            )
+            also = [a for a, v in self.verbs.items() if v.name == verb.name and a != alias]
+            short = verb.command.get_short_help_str(48) + (
+                f" (also: {', '.join(also)})" if also else ""
+            )
+            lines.append(f"  {alias + ' ' + usage:<28} {short}")
+        lines += [f"  {'help [VERB]':<28} this text, or a verb's options",
+                  f"  {'exit':<28} leave (also: quit, Ctrl-D)"]  # fmt: skip
+        return "\n".join(lines)
+
     async def execute(self, argv: list[str]) -> None:
-        verb, args = argv[0], argv[1:]
-        flags, args = split_flags(args)
-        handlers: dict[str, Callable[[set[str], list[str]], Awaitable[None]]] = {
-            "put": self.put, "get": self.get, "dir": self.dir, "ls": self.dir, "cd": self.cd,
-            "pwd": self.pwd, "mkdir": self.mkdir, "del": self.delete, "rm": self.delete,
-            "mv": self.mv, "sp": self.sp,
-        }  # fmt: skip
-        handler = handlers.get(verb)
-        if handler is None:
-            if verb != "help":
-                print(f"unknown verb: {verb}")
-            print(HELP)
+        name, args = argv[0], argv[1:]
+        if name == "help" and args and args[0] in self.verbs:
+            name, args = args[0], ["--help"]
+        verb = self.verbs.get(name)
+        if verb is None:
+            if name != "help":
+                print(f"unknown verb: {name}")
+            print(self.help())
             return
-        await handler(flags, args)
-
-    def _options(self, flags: set[str]) -> transfer.Options:
-        return transfer.Options(
-            resume="--resume" in flags,
-            verify="--no-verify" not in flags,
-            recursive=bool({"-r", "--recursive"} & flags),
+        try:
+            ctx = verb.command.make_context(name, args, obj=self.opts)
+        except typer.Exit:  # --help, printed
+            return
+        except typer.TyperException as exc:
+            raise XferError(USAGE, exc.format_message()) from None
+        params = dict(ctx.params)
+        opts = self.opts.with_verb_options(
+            tuple(params.pop("identity") or ()), params.pop("quiet"), params.pop("json_out")
         )
-
-    async def put(self, flags: set[str], args: list[str]) -> None:
-        await self._transfer(True, flags, args)
-
-    async def get(self, flags: set[str], args: list[str]) -> None:
-        await self._transfer(False, flags, args)
-
-    async def _transfer(self, upload: bool, flags: set[str], args: list[str]) -> None:
-        if not args:
-            verb = "put LOCAL... [REMOTE]" if upload else "get REMOTE... [LOCAL]"
-            raise XferError(2, f"usage: {verb}")
-        opts = self._options(flags)
-        report = await transfer.transfer_many(self.remote, upload, args, opts, sys.stderr.isatty())
-        done = "uploaded" if upload else "downloaded"
-        print(f"{done} {report.files} file(s), {report.bytes:,} bytes")
-
-    async def dir(self, flags: set[str], args: list[str]) -> None:
-        entries = await self.remote.listdir(args[0] if args else "")
-        if "--json" in flags:
-            import json
-
-            print(json.dumps([entry_json(e) for e in entries], indent=2))
-        for e in entries if "--json" not in flags else []:
-            print(format_entry(e))
-
-    async def cd(self, flags: set[str], args: list[str]) -> None:
-        await self.remote.cd(args[0] if args else "")
-
-    async def pwd(self, flags: set[str], args: list[str]) -> None:
-        print(self.remote.cwd)
-
-    async def mkdir(self, flags: set[str], args: list[str]) -> None:
-        for a in args:
-            await self.remote.mkdir(a, parents=bool({"-p", "--parents"} & flags))
-
-    async def delete(self, flags: set[str], args: list[str]) -> None:
-        recursive = bool({"-r", "--recursive"} & flags)
-        for a in args:
-            if recursive and await self.remote.is_dir(a) and not ({"-f", "--force"} & flags):
-                answer = await asyncio.to_thread(input, f"delete directory tree {a}? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    continue
-            await self.remote.remove(a, recursive)
-
-    async def mv(self, flags: set[str], args: list[str]) -> None:
-        if len(args) != 2:
-            raise XferError(2, "usage: mv OLD NEW")
-        await self.remote.rename(*args)
-
-    async def sp(self, flags: set[str], args: list[str]) -> None:
-        result = await self.remote.run("sp", *(["--json"] if "--json" in flags else []))
-        sys.stdout.write(str(result.stdout or result.stderr or "sp is not supported\n"))
+        await verb.run(Call(opts, self.session, interactive=True), **params)
 
 
-async def _shell() -> None:
-    remote = await open_remote()
+async def _shell(opts: Options, verbs: Mapping[str, ShellVerb]) -> None:
+    remote = await Session(opts).remote()
     loop = asyncio.get_running_loop()
-    sh = Shell(remote, loop)
+    sh = Shell(opts, remote, verbs, loop)
     history = config_dir() / "history"
     try:
         import readline
@@ -189,19 +158,19 @@ async def _shell() -> None:
             try:
                 argv = shlex.split(line)
             except ValueError as exc:
-                print(f"xfer: {exc}")
+                print(f"xfer: {exc}", file=sys.stderr)
                 continue
             if not argv:
                 continue
-            if argv[0] in ("exit", "quit"):
+            if argv[0] in LEAVE:
                 break
             current = asyncio.create_task(sh.execute(argv))
             try:
                 await current
             except asyncio.CancelledError:
-                print("xfer: interrupted")
+                print("xfer: interrupted", file=sys.stderr)
             except (XferError, asyncssh.Error, OSError) as exc:
-                print(f"xfer: {from_exception(exc)}")
+                print(f"xfer: {from_exception(exc)}", file=sys.stderr)
             finally:
                 current = None
     finally:
@@ -210,16 +179,16 @@ async def _shell() -> None:
             with contextlib.suppress(OSError):
                 history.parent.mkdir(parents=True, exist_ok=True)
                 readline.write_history_file(history)
-        remote.sftp.exit()
-        remote.conn.close()
+        sh.session.close()
 
 
-def run_shell() -> None:
+def run_shell(opts: Options, verbs: Mapping[str, ShellVerb]) -> None:
+    """Run the shell until exit; a failure to connect is one line and an exit code."""
     try:
-        asyncio.run(_shell())
+        asyncio.run(_shell(opts, verbs))
     except KeyboardInterrupt:
-        raise SystemExit(INTERRUPTED) from None
+        raise typer.Exit(INTERRUPTED) from None
     except (XferError, asyncssh.Error, OSError) as exc:
-        err = from_exception(exc)
-        print(f"xfer: {err}", file=sys.stderr)
-        raise SystemExit(err.code) from None
+        if opts.debug:
+            raise
+        fail(from_exception(exc))

@@ -260,8 +260,14 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_file(
 ) -> None:
     size = 128 * 1024 * 1024
     data = blob(tmp_path / "big.bin", size)
+
+    # A shell that started the suite in the background leaves SIGINT ignored: undo that.
+    def interruptible() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen(xfer.cmd("put", "big.bin"), env=xfer.env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if (user.home / "big.bin").exists() and (user.home / "big.bin").stat().st_size > 1 << 20:

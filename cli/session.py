@@ -1,0 +1,129 @@
+"""The options every verb shares, the profile they name, and a session opened on first use."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncssh
+
+from cli.connect import ConnectOptions, Target, connect
+from cli.errors import USAGE, XferError, from_exception
+from cli.profiles import Profile, Profiles
+from cli.remote import Remote
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of one invocation: given before the verb, or (``-i``, ``-q``, ``--json``)
+    after it."""
+
+    target: str | None = None
+    profile: str | None = None
+    keys: tuple[str, ...] = ()
+    known_hosts: Path | None = None
+    accept_new: bool = False
+    batch: bool = False
+    password_stdin: bool = False
+    quiet: bool = False
+    json: bool = False
+    debug: bool = False
+
+    @property
+    def show_progress(self) -> bool:
+        return not (self.quiet or self.json) and sys.stderr.isatty()
+
+    def with_verb_options(self, keys: tuple[str, ...], quiet: bool, json: bool) -> Options:
+        """Options given after the verb add to those given before it."""
+        return replace(
+            self, keys=(*self.keys, *keys), quiet=self.quiet or quiet, json=self.json or json
+        )
+
+
+def resolve_profile(opts: Options) -> tuple[Target, Profile | None]:
+    """The target to connect to, and the saved profile it matches if any."""
+    profiles = Profiles.load()
+    text = opts.target or os.environ.get("XFER_TARGET")
+    if text:
+        match = next((p for p in profiles.profiles.values() if p.target == text), None)
+        return Target.parse(text), match
+    profile = profiles.current(opts.profile)
+    if profile is None:
+        raise XferError(USAGE, "no target: use -t user@host[:port], XFER_TARGET or `xfer login`")
+    return Target.parse(profile.target), profile
+
+
+def remember_cwd(opts: Options, cwd: str) -> None:
+    """Save the working directory later one-shot verbs start in."""
+    target, profile = resolve_profile(opts)
+    profiles = Profiles.load()
+    key = profile.name if profile else str(opts.target or os.environ.get("XFER_TARGET"))
+    current = profiles.profiles.get(key) or Profile(key, str(target), list(opts.keys))
+    current.cwd = cwd
+    profiles.profiles[key] = current
+    profiles.save()
+
+
+async def open_remote(opts: Options) -> Remote:
+    """Connect, start SFTP and find the working directory (the profile's, or the server's)."""
+    target, profile = resolve_profile(opts)
+    password = sys.stdin.readline().rstrip("\r\n") if opts.password_stdin else None
+    conn = await connect(
+        ConnectOptions(
+            target=target,
+            keys=list(opts.keys) or (profile.keys if profile else []),
+            known_hosts=opts.known_hosts
+            or (Path(profile.known_hosts) if profile and profile.known_hosts else None),
+            accept_new=opts.accept_new,
+            batch=opts.batch,
+            password=password if password is not None else os.environ.get("XFER_PASSWORD"),
+        )
+    )
+    try:
+        sftp = await conn.start_sftp_client()
+        cwd = profile.cwd if profile and profile.cwd else await sftp.realpath(".")
+    except (asyncssh.Error, OSError) as exc:
+        conn.close()
+        raise from_exception(exc, str(target)) from None
+    return Remote(conn, sftp, cwd)
+
+
+class Session:
+    """One connection, opened when a verb first needs it and kept until :meth:`close`."""
+
+    def __init__(self, opts: Options, remote: Remote | None = None) -> None:
+        self.opts = opts
+        self._remote = remote
+
+    async def remote(self) -> Remote:
+        if self._remote is None:
+            self._remote = await open_remote(self.opts)
+        return self._remote
+
+    def known_cwd(self) -> str | None:
+        """The working directory if it is known without connecting."""
+        if self._remote is not None:
+            return self._remote.cwd
+        _target, profile = resolve_profile(self.opts)
+        return profile.cwd if profile else None
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.sftp.exit()
+            self._remote.conn.close()
+            self._remote = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a verb runs with: the options in force, the session, and whether a person is at
+    the shell (where the session outlives the verb)."""
+
+    opts: Options
+    session: Session
+    interactive: bool = False
+
+    async def remote(self) -> Remote:
+        return await self.session.remote()
