@@ -199,6 +199,11 @@ class OpenFile:
         except OSError as exc:
             raise from_oserror(exc) from None
 
+    def seek(self, offset: int, whence: int) -> int:
+        """lseek for SEEK_DATA/SEEK_HOLE: asyncssh's ``ranges@asyncssh.com`` (what its
+        client's ``get`` uses to skip holes) calls it. Raises OSError as lseek does."""
+        return os.lseek(self.fd, offset, whence)
+
     async def setstat(self, changes: AttrChanges) -> None:
         changes.check_owner(self.stat())
         try:

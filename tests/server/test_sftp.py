@@ -31,6 +31,21 @@ async def test_put_get_roundtrip_and_listing(live_server: LiveServer, user: User
     assert (user.home / "dir" / "f.bin").read_bytes() == data
 
 
+async def test_asyncssh_get_of_a_sparse_file(
+    live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    """asyncssh's own ``get`` asks for the data ranges (ranges@asyncssh.com) to skip holes."""
+    with open(user.home / "sparse.bin", "wb") as f:
+        f.write(b"head")
+        f.seek(8 << 20)
+        f.write(b"tail")
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        await sftp.get("sparse.bin", str(tmp_path / "got.bin"))
+        await sftp.put(str(tmp_path / "got.bin"), "copy.bin")
+    data = (user.home / "sparse.bin").read_bytes()
+    assert (tmp_path / "got.bin").read_bytes() == data == (user.home / "copy.bin").read_bytes()
+
+
 async def test_rename_onto_an_existing_file_replaces_it(
     live_server: LiveServer, user: User
 ) -> None:
