@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -18,6 +18,8 @@ import asyncssh
 import typer
 
 from sftpd.config import FIELDS, ConfigError, Settings, flag_of, help_of, load_settings
+from sftpd.core.limits import parse_networks
+from sftpd.core.permissions import format_permissions, normalize_dir, parse_permissions
 from sftpd.core.session import UsageReport
 from sftpd.exec.sp import sp_line
 from sftpd.hostkeys import HostKeyError, load_or_create
@@ -27,7 +29,7 @@ from sftpd.reconcile import ScanResult, scan_user
 from sftpd.server import open_service_store, serve
 from sftpd.sizes import count, format_size, parse_size
 from sftpd.ssh.compat import warn_if_untested
-from sftpd.store import KeyRecord, Store, StoreError, UserRecord
+from sftpd.store import AccessRecord, KeyRecord, Store, StoreError, UserRecord
 from sftpd.users import ensure_home, valid_username
 from sftpd.workers import serve_workers
 
@@ -330,6 +332,12 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
         "files": u.used_files,
         "max_files": u.max_files or None,
         "keys": [{"fingerprint": k.fingerprint, "algorithm": k.algorithm} for k in u.keys],
+        "permissions": u.access.permissions or "all",
+        "paths": dict(u.access.paths),
+        "allowed_from": list(u.access.allowed_from),
+        "expires_at": u.access.expires_at,
+        "upload_bps": u.access.upload_bps or None,
+        "download_bps": u.access.download_bps or None,
     }
 
 
@@ -352,6 +360,23 @@ def user_show(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
     typer.echo(f"usage:    {quota_text(user, default)}")
     for k in user.keys:
         typer.echo(f"key:      {k.algorithm} {k.fingerprint} {k.comment}".rstrip())
+    for line in access_lines(user.access):
+        typer.echo(line)
+
+
+def access_lines(a: AccessRecord) -> list[str]:
+    lines = [f"perm:     {a.permissions or 'all'}"]
+    lines += [f"perm:     {path} {perms}" for path, perms in a.paths]
+    if a.allowed_from:
+        lines.append(f"from:     {', '.join(a.allowed_from)}")
+    if a.expires_at is not None:
+        lines.append(
+            f"expires:  {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(a.expires_at))}"
+        )
+    for what, rate in (("upload", a.upload_bps), ("download", a.download_bps)):
+        if rate:
+            lines.append(f"{what + ':':<9} {format_size(rate)}/s")
+    return lines
 
 
 def _must(found: bool, name: str) -> None:
@@ -399,6 +424,130 @@ def user_del(
         if home.is_dir() and not home.is_symlink():
             shutil.rmtree(home)
     typer.echo(f"deleted user {name}" + (" and their files" if purge else ""))
+
+
+def _usage_error(message: str) -> NoReturn:
+    fail(message, EXIT_CONFIG)
+
+
+def _update_access(
+    ctx: typer.Context, name: str, change: Callable[[AccessRecord], AccessRecord]
+) -> AccessRecord:
+    """Read, change and store a user's access (one admin at a time is assumed)."""
+
+    async def q(store: Store, _conf: Settings) -> AccessRecord | None:
+        user = await store.get_user(name)
+        if user is None:
+            return None
+        new = change(user.access)
+        return new if await store.set_access(name, new) else None
+
+    new = with_store(ctx, q)
+    if new is None:
+        fail(f"no such user: {name}")
+    return new
+
+
+@user_app.command("perm")
+def user_perm(
+    ctx: typer.Context,
+    name: str,
+    args: Annotated[
+        list[str], typer.Argument(help="[PATH] PERMISSIONS: all, none or a comma list.")
+    ],
+    remove: Annotated[bool, typer.Option(help="Remove PATH's override.")] = False,
+) -> None:
+    """Set what NAME may do: everywhere, or in PATH and below (the longest path wins).
+
+    Permissions: list, download, upload, overwrite, delete, rename, mkdir, rmdir, symlink,
+    chmod, chtimes. A read-only user is list,download. Applies to running sessions within a
+    second."""
+    path, text = (
+        (args[0], None) if remove else (args[0], args[1]) if len(args) == 2 else (None, args[0])
+    )
+    if len(args) > 2 or (remove and len(args) != 1) or (path is None and text is None):
+        _usage_error("usage: sftpd user perm NAME [PATH] PERMISSIONS, or NAME PATH --remove")
+    try:
+        perms = None if text is None else format_permissions(parse_permissions(text))
+        key = None if path is None else "/" + "/".join(normalize_dir(path))
+    except ValueError as exc:
+        _usage_error(str(exc))
+
+    def change(a: AccessRecord) -> AccessRecord:
+        if key is None:
+            return replace(a, permissions=None if perms == "all" else perms)
+        paths = {p: v for p, v in a.paths if p != key}
+        if perms is not None:
+            paths[key] = perms
+        return replace(a, paths=tuple(sorted(paths.items())))
+
+    _update_access(ctx, name, change)
+    where = f" in {key}" if key else ""
+    typer.echo(f"{name}{where}: " + ("override removed" if remove else f"{perms}"))
+
+
+def _rate(text: str) -> int:
+    try:
+        return parse_size(text.removesuffix("/s"))
+    except ValueError as exc:
+        _usage_error(str(exc))
+
+
+def _expiry(text: str) -> float | None:
+    if text.lower() == "never":
+        return None
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return time.mktime(time.strptime(text, fmt))
+        except ValueError:
+            continue
+    _usage_error(f"not a date: {text!r} (YYYY-MM-DD [HH:MM], local time, or never)")
+
+
+@user_app.command("limit")
+def user_limit(
+    ctx: typer.Context,
+    name: str,
+    upload: Annotated[
+        str | None, typer.Option(help="Upload rate, e.g. 2MiB (per second), or unlimited.")
+    ] = None,
+    download: Annotated[
+        str | None, typer.Option(help="Download rate, e.g. 10MB, or unlimited.")
+    ] = None,
+    allow_from: Annotated[
+        str | None, typer.Option(help="Comma list of addresses/CIDRs logins may come from; 'any'.")
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD [HH:MM] (local), or never.")
+    ] = None,
+) -> None:
+    """Set bandwidth, allowed source addresses and expiry. Rates apply to running sessions
+    within a second; addresses and expiry at the next login."""
+    if upload is download is allow_from is expires is None:
+        _usage_error("nothing to change: give --upload, --download, --allow-from or --expires")
+    up = None if upload is None else _rate(upload)
+    down = None if download is None else _rate(download)
+    nets: tuple[str, ...] | None = None
+    if allow_from is not None:
+        items = [] if allow_from.strip().lower() == "any" else allow_from.split(",")
+        try:
+            nets = tuple(str(n) for n in parse_networks(items))
+        except ValueError as exc:
+            _usage_error(str(exc))
+    expiry = None if expires is None else _expiry(expires)
+
+    def change(a: AccessRecord) -> AccessRecord:
+        return replace(
+            a,
+            upload_bps=a.upload_bps if up is None else up,
+            download_bps=a.download_bps if down is None else down,
+            allowed_from=a.allowed_from if nets is None else nets,
+            expires_at=a.expires_at if expires is None else expiry,
+        )
+
+    new = _update_access(ctx, name, change)
+    for line in access_lines(new)[1 + len(new.paths) :] or ["no limits"]:
+        typer.echo(line)
 
 
 @user_app.command("quota")

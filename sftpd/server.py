@@ -11,17 +11,19 @@ import logging
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from sftpd.config import ConfigError, Settings
+from sftpd.core.access import ACCESS_REFRESH, Access
 from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
 from sftpd.reconcile import new_holder_id, reconcile_dead_holders
-from sftpd.store import Store, StoreError, StoreUnavailable, open_store
+from sftpd.store import AccessRecord, Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
     from sftpd.ssh.connection import Connection
@@ -40,6 +42,9 @@ KEX_ALGS = [
 DRAIN_SECONDS = 10.0
 TRIM_DELAY = 2.0
 FORGET_GIVE_UP = 60.0  # seconds of backoff before a connection row is left to the next start
+
+
+DELETED = AccessRecord(permissions="none")
 
 
 def _malloc_trim() -> None:
@@ -61,6 +66,9 @@ class Service:
         self._keeper: asyncio.Task[None] | None = None
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._ledgers: dict[str, QuotaLedger] = {}
+        # One Access per user with a live session here; it goes when their last session does.
+        self._access: weakref.WeakValueDictionary[str, Access] = weakref.WeakValueDictionary()
+        self._refresher: asyncio.Task[None] | None = None
         self._trim_timer: asyncio.TimerHandle | None = None
 
     def ledger(self, user: str) -> QuotaLedger:
@@ -71,6 +79,31 @@ class Service:
                 user, self.store, self.holder, self.settings.default_quota
             )
         return ledger
+
+    def access(self, user: str, record: AccessRecord) -> Access:
+        """The user's access in this process, shared by their sessions; ``record`` (read at
+        login) is the freshest there is, so it updates the shared one."""
+        access = self._access.get(user)
+        if access is None:
+            access = self._access[user] = Access(user)
+        access.update(record)
+        return access
+
+    async def refresh_access(self) -> None:
+        """Apply admins' changes to running sessions: re-read every live user's access."""
+        while True:
+            await asyncio.sleep(ACCESS_REFRESH)
+            names = list(self._access.keys())
+            try:
+                records = await self.store.get_access(names)
+            except StoreError as exc:
+                log.warning("cannot refresh access", extra={"error": str(exc)})
+                continue
+            for name in names:
+                access = self._access.get(name)
+                record = records.get(name)
+                if access is not None:  # a deleted user may do nothing more
+                    access.update(record if record is not None else DELETED)
 
     def connection_closed(self) -> None:
         """Hand freed memory back to the OS once things calm down.
@@ -172,11 +205,13 @@ class Service:
                 ) from None
             self._servers.append(server)
         self._keeper = asyncio.get_running_loop().create_task(self.keep_alive())
+        self._refresher = asyncio.get_running_loop().create_task(self.refresh_access())
 
     async def stop(self) -> None:
         """Stop accepting, end sessions cleanly (drain), then close the store."""
-        if self._keeper is not None:
-            self._keeper.cancel()
+        for loop_task in (self._keeper, self._refresher):
+            if loop_task is not None:
+                loop_task.cancel()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):

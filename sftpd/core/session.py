@@ -1,8 +1,10 @@
 """A user's view of their home: every file operation, confined and accounted, as plain Python.
 
 Protocol adapters (SFTP, SCP, exec commands) call these methods and map the
-domain errors they raise; none of them touches the disk by itself. Each
-operation runs as: confine (``Jail.locate``) -> check quota -> act -> account.
+domain errors they raise; none of them touches the disk or checks a permission
+by itself. Each operation runs as: confine (``Jail.locate``) -> permit (the
+user's permissions for the directory it resolved to) -> check quota -> act ->
+account.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from sftpd.core.access import Access
 from sftpd.core.errors import (
     AlreadyExists,
     IsADirectory,
@@ -32,6 +35,7 @@ from sftpd.core.files import (
     set_times,
 )
 from sftpd.core.jail import Jail, Location, lexical_parts, link_target_for_disk, require_exists
+from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted
 
 audit = logging.getLogger("sftpd.audit")
@@ -52,11 +56,19 @@ class UsageReport:
 class Session:
     """One authenticated user's file operations, all confined to their home."""
 
-    def __init__(self, user: str, home: str, ledger: QuotaLedger, addr: str = "local") -> None:
+    def __init__(
+        self,
+        user: str,
+        home: str,
+        ledger: QuotaLedger,
+        addr: str = "local",
+        access: Access | None = None,
+    ) -> None:
         self.user = user
         self.addr = addr  # the client's address, for audit lines
         self.jail = Jail(home)
         self.ledger = ledger
+        self.access = access or Access(user)
         ledger.session_opened()
         self._closed = False
 
@@ -68,11 +80,27 @@ class Session:
         self.jail.close()
         await self.ledger.session_closed()
 
+    def _require(self, permission: str, directory: tuple[str, ...]) -> None:
+        self.access.permissions.require(permission, directory)
+
     @contextmanager
     def _op(self, op: str) -> Iterator[None]:
-        """Map OSError to domain errors and audit every attempt to leave the home."""
+        """Map OSError to domain errors; audit every attempt to leave the home and every
+        refusal by the user's permissions."""
         try:
             yield
+        except NotPermitted as exc:
+            audit.warning(
+                "operation not permitted",
+                extra={
+                    "event": "permission",
+                    "user": self.user,
+                    "addr": self.addr,
+                    "op": op,
+                    "reason": exc.message,
+                },
+            )
+            raise
         except OutsideHome as exc:
             audit.warning(
                 "confinement violation attempt",
@@ -93,6 +121,9 @@ class Session:
     async def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
         with self._op("open"), self.jail.locate(path) as loc:
             fd, created = self._open_at(loc, mode, permissions & PERMISSION_MASK)
+            if not created and mode.write and "overwrite" not in self._allowed(loc):
+                os.close(fd)
+                self._require("overwrite", _directory(loc))
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
@@ -120,18 +151,35 @@ class Session:
                     raise
             return handle
 
-    @staticmethod
-    def _open_at(loc: Location, mode: OpenMode, permissions: int) -> tuple[int, bool]:
-        """Open, creating with O_EXCL first so we know whether the file is new."""
+    def _allowed(self, loc: Location) -> frozenset[str]:
+        return self.access.permissions.at(_directory(loc))
+
+    def _open_at(self, loc: Location, mode: OpenMode, permissions: int) -> tuple[int, bool]:
+        """Open, creating with O_EXCL first so we know whether the file is new.
+
+        Reading needs ``download``; creating needs ``upload`` (without it, only an
+        existing file opens); writing to an existing file needs ``overwrite`` (the
+        caller checks that, once it knows the file was not created).
+        """
+        allowed = self._allowed(loc)
+        if mode.read:
+            self._require("download", _directory(loc))
+        if mode.write and not {"upload", "overwrite"} & allowed:
+            self._require("upload", _directory(loc))
         flags = mode.os_flags()
-        if mode.create:
+        if mode.create and "upload" in allowed:
             try:
                 return os.open(loc.name, flags | os.O_CREAT | os.O_EXCL, permissions,
                                dir_fd=loc.dir_fd), True  # fmt: skip
             except FileExistsError:
                 if mode.exclusive:
                     raise AlreadyExists() from None
-        return os.open(loc.name, flags, dir_fd=loc.dir_fd), False
+        try:
+            return os.open(loc.name, flags, dir_fd=loc.dir_fd), False
+        except FileNotFoundError:
+            if mode.create:  # it would have been created
+                self._require("upload", _directory(loc))
+            raise
 
     async def _count_new_file(self, loc: Location, st: os.stat_result) -> None:
         try:
@@ -145,11 +193,15 @@ class Session:
     # -- metadata ----------------------------------------------------------------
 
     def stat(self, path: str, *, follow: bool = True) -> os.stat_result:
+        """lstat/stat; needs ``list`` where the entry is (the home itself is always visible)."""
         with self._op("stat"), self.jail.locate(path, follow=follow) as loc:
+            if loc.parts:
+                self._require("list", _directory(loc))
             return require_exists(loc)
 
     async def setstat(self, path: str, changes: AttrChanges, *, follow: bool = True) -> None:
         with self._op("setstat"), self.jail.locate(path, follow=follow) as loc:
+            self._require_changes(changes, _directory(loc))
             st = require_exists(loc)
             changes.check_owner(st)
             if changes.size is not None:
@@ -159,6 +211,21 @@ class Session:
                     raise PermissionDenied("permission denied: cannot chmod a symlink")
                 self._chmod(loc, changes.permissions & PERMISSION_MASK)
             set_times(loc.dir_fd, loc.name, changes)
+
+    def _require_changes(self, changes: AttrChanges, directory: tuple[str, ...]) -> None:
+        """Check every permission a setstat needs before changing anything."""
+        if changes.size is not None:
+            self._require("overwrite", directory)
+        if changes.permissions is not None:
+            self._require("chmod", directory)
+        if changes.atime_ns is not None or changes.mtime_ns is not None:
+            self._require("chtimes", directory)
+
+    async def fsetstat(self, f: OpenFile, changes: AttrChanges) -> None:
+        """setstat through an open handle: the same permissions as by name."""
+        with self._op("fsetstat"):
+            self._require_changes(changes, _parts(f.vpath)[:-1])
+            await f.setstat(changes)
 
     async def _truncate(self, loc: Location, size: int) -> None:
         fd = os.open(loc.name, os.O_WRONLY | OPEN_BASE, dir_fd=loc.dir_fd)
@@ -217,6 +284,7 @@ class Session:
     def listdir(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
         """Yield ``(name, lstat)`` for ``.``, ``..`` and every entry, lazily."""
         with self._op("listdir"), self.jail.locate(path) as loc:
+            self._require("list", loc.parts)
             fd = os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | OPEN_BASE, dir_fd=loc.dir_fd)
             parent = os.stat(loc.dir_fd) if loc.name != "." else None
         return self._entries(fd, parent)
@@ -238,12 +306,14 @@ class Session:
 
     def mkdir(self, path: str, permissions: int = 0o755) -> None:
         with self._op("mkdir"), self.jail.locate(path, follow=False) as loc:
+            self._require("mkdir", _directory(loc))
             os.mkdir(loc.name, permissions & PERMISSION_MASK, dir_fd=loc.dir_fd)
 
     def rmdir(self, path: str) -> None:
         with self._op("rmdir"), self.jail.locate(path, follow=False) as loc:
             if loc.name == ".":
                 raise PermissionDenied("permission denied: cannot remove this directory")
+            self._require("rmdir", _directory(loc))
             os.rmdir(loc.name, dir_fd=loc.dir_fd)
 
     # -- names -------------------------------------------------------------------
@@ -252,6 +322,7 @@ class Session:
         with self._op("remove"), self.jail.locate(path, follow=False) as loc:
             if loc.name == ".":
                 raise IsADirectory()
+            self._require("delete", _directory(loc))
             st = require_exists(loc)
             os.unlink(loc.name, dir_fd=loc.dir_fd)
             await self._forget(st)
@@ -279,6 +350,7 @@ class Session:
                 )
             except FileNotFoundError:
                 dst_st = None
+            self._require_rename(src, src_st, dst, dst_st)
             os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
             if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
                 src_st.st_dev,
@@ -286,12 +358,30 @@ class Session:
             ):
                 await self._forget(dst_st)
 
+    def _require_rename(
+        self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None
+    ) -> None:
+        """``rename`` on both sides; moving into another directory also needs what creating
+        there needs, and replacing a file needs ``overwrite``."""
+        here, there = _directory(src), _directory(dst)
+        self._require("rename", here)
+        self._require("rename", there)
+        if here != there:
+            mode = src_st.st_mode
+            creating = (
+                "mkdir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "upload"
+            )
+            self._require(creating, there)
+        if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
+            self._require("overwrite", there)
+
     def realpath(self, path: str) -> str:
         with self._op("realpath"), self.jail.locate(path) as loc:
             return loc.vpath
 
     def readlink(self, path: str) -> str:
         with self._op("readlink"), self.jail.locate(path, follow=False) as loc:
+            self._require("list", _directory(loc))
             require_exists(loc)
             target = os.readlink(loc.name, dir_fd=loc.dir_fd)
             if target.startswith("/") or lexical_parts(loc.parent_parts, target) is None:
@@ -302,6 +392,7 @@ class Session:
         with self._op("symlink"), self.jail.locate(linkpath, follow=False) as loc:
             if loc.name == ".":
                 raise PermissionDenied()
+            self._require("symlink", _directory(loc))
             disk_target = link_target_for_disk(loc.parent_parts, target)
             os.symlink(disk_target, loc.name, dir_fd=loc.dir_fd)
 
@@ -314,5 +405,17 @@ class Session:
         ):
             if "." in (src.name, dst.name):
                 raise PermissionDenied()
+            self._require("download", _directory(src))
+            self._require("symlink", _directory(dst))
+            self._require("upload", _directory(dst))
             os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
                     follow_symlinks=False)  # fmt: skip
+
+
+def _directory(loc: Location) -> tuple[str, ...]:
+    """The virtual directory whose permissions govern ``loc``: the one it is an entry of."""
+    return loc.parts[:-1]
+
+
+def _parts(vpath: str) -> tuple[str, ...]:
+    return tuple(p for p in vpath.split("/") if p)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from sftpd.core.limits import address_allowed, expired, parse_networks
 from sftpd.core.session import Session
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
@@ -207,6 +208,14 @@ class Connection(asyncssh.SSHServer):
     def _accept(self, user: UserRecord, method: str, **fields: str) -> bool:
         if user.disabled:
             return self._failed(user.name, method, "user disabled", **fields)
+        if expired(user.access.expires_at):
+            return self._failed(user.name, method, "account expired", **fields)
+        try:
+            networks = parse_networks(user.access.allowed_from)
+        except ValueError:  # stored by hand: refuse rather than guess
+            networks = None
+        if networks is None or not address_allowed(self.addr, networks):
+            return self._failed(user.name, method, "address not allowed", **fields)
         self._user = user
         self._method = method
         return True
@@ -301,9 +310,9 @@ class Connection(asyncssh.SSHServer):
         assert self._user is not None
         name = self._user.name
         home = self.service.settings.homes_dir / name
-        return SftpdServer(
-            chan, Session(name, str(home), self.service.ledger(name), self.addr), self.touch
-        )
+        access = self.service.access(name, self._user.access)
+        session = Session(name, str(home), self.service.ledger(name), self.addr, access)
+        return SftpdServer(chan, session, self.touch)
 
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})

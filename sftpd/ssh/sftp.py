@@ -28,6 +28,7 @@ import asyncssh
 from sftpd.core import errors
 from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range
 from sftpd.core.files import AttrChanges, OpenFile, OpenMode
+from sftpd.core.limits import Pacer
 from sftpd.core.session import Session
 from sftpd.logs import audit
 from sftpd.ssh.compat import (
@@ -191,14 +192,23 @@ class SftpdServer(asyncssh.SFTPServer):
         except errors.SftpdError as exc:
             raise to_sftp_error(exc) from None
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
+        """Unlimited reads stay synchronous (the hot path); limited ones wait their turn."""
         assert isinstance(file_obj, OpenFile)
         self.on_activity()
-        return _call(file_obj.read, offset, min(size, MAX_READ_LEN))
+        data = _call(file_obj.read, offset, min(size, MAX_READ_LEN))
+        pacer = self.session.access.download
+        return self._paced(pacer, data) if pacer.rate else data
+
+    @staticmethod
+    async def _paced(pacer: Pacer, data: bytes) -> bytes:
+        await pacer.take(len(data))
+        return data
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         assert isinstance(file_obj, OpenFile)
         self.on_activity()
+        await self.session.access.upload.take(len(data))
         return await self._quota_guard(file_obj.write, offset, data)
 
     async def copy_data(
@@ -228,7 +238,7 @@ class SftpdServer(asyncssh.SFTPServer):
 
     async def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
         assert isinstance(file_obj, OpenFile)
-        await self._quota_guard(file_obj.setstat, _changes(attrs))
+        await self._quota_guard(self.session.fsetstat, file_obj, _changes(attrs))
 
     async def fsync(self, file_obj: object) -> None:
         assert isinstance(file_obj, OpenFile)

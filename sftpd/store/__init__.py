@@ -15,9 +15,10 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Admission = Literal["ok", "full", "blocked"]
 
@@ -39,6 +40,19 @@ class KeyRecord:
 
 
 @dataclass(frozen=True)
+class AccessRecord:
+    """Who may do what, from where and how fast, as stored (parsed by ``sftpd.core.permissions``
+    and ``sftpd.core.limits``)."""
+
+    permissions: str | None = None  # comma list; None: all
+    paths: tuple[tuple[str, str], ...] = ()  # (virtual directory, comma list), by path
+    allowed_from: tuple[str, ...] = ()  # CIDR networks; empty: anywhere
+    expires_at: float | None = None  # epoch seconds; None: never
+    upload_bps: int = 0  # bytes per second; 0: unlimited
+    download_bps: int = 0
+
+
+@dataclass(frozen=True)
 class UserRecord:
     name: str
     password_hash: str | None = None
@@ -48,6 +62,7 @@ class UserRecord:
     used_bytes: int = 0
     used_files: int = 0
     max_files: int | None = None  # None or 0: no limit
+    access: AccessRecord = field(default_factory=AccessRecord)
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,26 @@ def next_strike(
     return Strike(failures, banned_until if banned_until >= now else 0.0, newly), window_start
 
 
+def access_columns(access: AccessRecord) -> tuple[object, ...]:
+    """The user-row columns of ``access``: permissions, allowed_from, expires_at, upload_bps,
+    download_bps (the path overrides have their own table)."""
+    allowed = ",".join(access.allowed_from) or None
+    return access.permissions, allowed, access.expires_at, access.upload_bps, access.download_bps
+
+
+def access_record(columns: Sequence[Any], paths: tuple[tuple[str, str], ...]) -> AccessRecord:
+    """The inverse of :func:`access_columns`."""
+    permissions, allowed, expires_at, upload_bps, download_bps = columns
+    return AccessRecord(
+        permissions=permissions,
+        paths=paths,
+        allowed_from=tuple(allowed.split(",")) if allowed else (),
+        expires_at=None if expires_at is None else float(expires_at),
+        upload_bps=int(upload_bps or 0),
+        download_bps=int(download_bps or 0),
+    )
+
+
 class Store(Protocol):
     async def get_user(self, name: str) -> UserRecord | None:
         """The user with their keys, or None."""
@@ -135,6 +170,12 @@ class Store(Protocol):
         """Add a key; StoreError if the user is unknown or already has it."""
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool: ...
+
+    async def set_access(self, name: str, access: AccessRecord) -> bool:
+        """Replace the user's permissions, path overrides and limits in one transaction."""
+
+    async def get_access(self, names: list[str]) -> dict[str, AccessRecord]:
+        """The access of each named user that exists, in one round trip."""
 
     # -- the quota ledger (see sftpd/core/quota.py for how it is used) ----------
 
@@ -228,6 +269,7 @@ async def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "AccessRecord",
     "Admission",
     "Ban",
     "KeyRecord",
@@ -237,6 +279,8 @@ __all__ = [
     "Strike",
     "Usage",
     "UserRecord",
+    "access_columns",
+    "access_record",
     "file_refusal",
     "grant_for",
     "next_strike",

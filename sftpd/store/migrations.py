@@ -81,6 +81,25 @@ SQLITE_STEPS.append(
     """
 )
 
+SQLITE_STEPS.append(
+    # 5: access control. permissions: comma list (NULL: all); path_permissions: overrides
+    # per virtual directory; allowed_from: comma list of CIDR networks (NULL: anywhere);
+    # expires_at: epoch seconds (NULL: never); *_bps: bandwidth limits (0: unlimited).
+    """
+    ALTER TABLE users ADD COLUMN permissions TEXT;
+    ALTER TABLE users ADD COLUMN allowed_from TEXT;
+    ALTER TABLE users ADD COLUMN expires_at REAL;
+    ALTER TABLE users ADD COLUMN upload_bps INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN download_bps INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE path_permissions (
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        path        TEXT NOT NULL,
+        permissions TEXT NOT NULL,
+        PRIMARY KEY (user, path)
+    );
+    """
+)
+
 # The same schema for PostgreSQL, as it stands after every SQLite step above. Steps are
 # applied under an advisory lock, so nodes starting at once migrate exactly once.
 POSTGRES_STEPS: list[str] = [
@@ -135,3 +154,20 @@ POSTGRES_STEPS: list[str] = [
     );
     """,
 ]
+
+POSTGRES_STEPS.append(
+    # 2: access control (SQLite step 5)
+    """
+    ALTER TABLE users ADD COLUMN permissions TEXT;
+    ALTER TABLE users ADD COLUMN allowed_from TEXT;
+    ALTER TABLE users ADD COLUMN expires_at DOUBLE PRECISION;
+    ALTER TABLE users ADD COLUMN upload_bps BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN download_bps BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE path_permissions (
+        "user"      TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        path        TEXT NOT NULL,
+        permissions TEXT NOT NULL,
+        PRIMARY KEY ("user", path)
+    );
+    """
+)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from sftpd.store import (
+    AccessRecord,
     Admission,
     Ban,
     KeyRecord,
@@ -25,6 +26,8 @@ from sftpd.store import (
     Strike,
     Usage,
     UserRecord,
+    access_columns,
+    access_record,
     file_refusal,
     grant_for,
     next_strike,
@@ -35,8 +38,11 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x5F7D0001  # advisory lock id held while migrating
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 _SELECT_USERS = (
-    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files"
-    " FROM users"
+    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
+    " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
+)
+_SELECT_ACCESS = (
+    "SELECT name, permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
 )
 _USAGE = (
     "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
@@ -120,14 +126,19 @@ class PostgresStore:
     async def get_user(self, name: str) -> UserRecord | None:
         async def q(c: Any) -> UserRecord | None:
             row = await c.fetchrow(_SELECT_USERS + " WHERE name=$1", name)
-            return _user(row, await _keys(c, name)) if row else None
+            if row is None:
+                return None
+            return _user(row, await _keys(c, name), (await _paths(c, [name])).get(name, ()))
 
         return await self._run(q)
 
     async def list_users(self) -> list[UserRecord]:
         async def q(c: Any) -> list[UserRecord]:
             rows = await c.fetch(_SELECT_USERS + " ORDER BY name")
-            return [_user(row, await _keys(c, row["name"])) for row in rows]
+            paths = await _paths(c, None)
+            return [
+                _user(row, await _keys(c, row["name"]), paths.get(row["name"], ())) for row in rows
+            ]
 
         return await self._run(q)
 
@@ -152,6 +163,7 @@ class PostgresStore:
                 raise StoreError(f"user {user.name} already exists") from None
             for key in user.keys:
                 await _insert_key(c, user.name, key)
+            await _write_access(c, user.name, user.access)
 
         await self._tx(q)
 
@@ -173,6 +185,17 @@ class PostgresStore:
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=$1 WHERE name=$2", max_files, name)
+
+    async def set_access(self, name: str, access: AccessRecord) -> bool:
+        return await self._tx(lambda c: _write_access(c, name, access))
+
+    async def get_access(self, names: list[str]) -> dict[str, AccessRecord]:
+        async def q(c: Any) -> dict[str, AccessRecord]:
+            rows = await c.fetch(_SELECT_ACCESS + " WHERE name = any($1::text[])", names)
+            paths = await _paths(c, names)
+            return {r["name"]: access_record(tuple(r)[1:], paths.get(r["name"], ())) for r in rows}
+
+        return await self._run(q) if names else {}
 
     async def add_key(self, name: str, key: KeyRecord) -> None:
         async def q(c: Any) -> None:
@@ -442,7 +465,37 @@ async def _keys(c: Any, name: str) -> tuple[KeyRecord, ...]:
     return tuple(KeyRecord(*row) for row in rows)
 
 
-def _user(row: Any, keys: tuple[KeyRecord, ...]) -> UserRecord:
+async def _write_access(c: Any, name: str, access: AccessRecord) -> bool:
+    status = await c.execute(
+        "UPDATE users SET permissions=$1, allowed_from=$2, expires_at=$3, upload_bps=$4,"
+        " download_bps=$5 WHERE name=$6",
+        *access_columns(access),
+        name,
+    )
+    if status.endswith(" 0"):
+        return False
+    await c.execute('DELETE FROM path_permissions WHERE "user"=$1', name)
+    await c.executemany(
+        'INSERT INTO path_permissions ("user", path, permissions) VALUES ($1, $2, $3)',
+        [(name, path, perms) for path, perms in access.paths],
+    )
+    return True
+
+
+async def _paths(c: Any, names: list[str] | None) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Path overrides of the named users (None: of everyone), ordered by path."""
+    sql = 'SELECT "user", path, permissions FROM path_permissions'
+    args: list[Any] = []
+    if names is not None:
+        sql += ' WHERE "user" = any($1::text[])'
+        args = [names]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in await c.fetch(sql + ' ORDER BY "user", path', *args):
+        out.setdefault(r["user"], []).append((r["path"], r["permissions"]))
+    return {user: tuple(rows) for user, rows in out.items()}
+
+
+def _user(row: Any, keys: tuple[KeyRecord, ...], paths: tuple[tuple[str, str], ...]) -> UserRecord:
     return UserRecord(
         name=row["name"],
         password_hash=row["password_hash"],
@@ -452,4 +505,5 @@ def _user(row: Any, keys: tuple[KeyRecord, ...]) -> UserRecord:
         used_bytes=int(row["used_bytes"]),
         used_files=int(row["used_files"]),
         max_files=row["max_files"],
+        access=access_record(tuple(row)[7:], paths),
     )

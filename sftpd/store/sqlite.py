@@ -8,6 +8,7 @@ costs about 100 us, eight times the transaction, and a close waits for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sftpd.store import (
+    AccessRecord,
     Admission,
     Ban,
     KeyRecord,
@@ -24,6 +26,8 @@ from sftpd.store import (
     Strike,
     Usage,
     UserRecord,
+    access_columns,
+    access_record,
     file_refusal,
     grant_for,
     next_strike,
@@ -34,8 +38,12 @@ T = TypeVar("T")
 
 CHECKPOINT_EVERY = 256  # inline commits between background WAL checkpoints
 _SELECT_USERS = (
-    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files"
-    " FROM users"
+    "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
+    " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
+)
+_SELECT_ACCESS = (
+    "SELECT name, permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
+    " WHERE name IN (SELECT value FROM json_each(?))"
 )
 _USAGE = (
     "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
@@ -116,14 +124,15 @@ class SqliteStore:
     async def get_user(self, name: str) -> UserRecord | None:
         def q(c: sqlite3.Connection) -> UserRecord | None:
             row = c.execute(_SELECT_USERS + " WHERE name=?", (name,)).fetchone()
-            return _user(row, _keys(c, name)) if row else None
+            return _user(row, _keys(c, name), _paths(c, [name]).get(name, ())) if row else None
 
         return await self._run(q)
 
     async def list_users(self) -> list[UserRecord]:
         def q(c: sqlite3.Connection) -> list[UserRecord]:
             rows = c.execute(_SELECT_USERS + " ORDER BY name").fetchall()
-            return [_user(row, _keys(c, row[0])) for row in rows]
+            paths = _paths(c, None)
+            return [_user(row, _keys(c, row[0]), paths.get(row[0], ())) for row in rows]
 
         return await self._run(q)
 
@@ -151,6 +160,7 @@ class SqliteStore:
                     raise StoreError(f"user {user.name} already exists") from None
                 for key in user.keys:
                     _insert_key(c, user.name, key)
+                _write_access(c, user.name, user.access)
 
         await self._run(q)
 
@@ -172,6 +182,21 @@ class SqliteStore:
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=? WHERE name=?", (max_files, name))
+
+    async def set_access(self, name: str, access: AccessRecord) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                return _write_access(c, name, access)
+
+        return await self._run(q)
+
+    async def get_access(self, names: list[str]) -> dict[str, AccessRecord]:
+        def q(c: sqlite3.Connection) -> dict[str, AccessRecord]:
+            rows = c.execute(_SELECT_ACCESS, (json.dumps(names),)).fetchall()
+            paths = _paths(c, names)
+            return {row[0]: access_record(row[1:], paths.get(row[0], ())) for row in rows}
+
+        return await self._run(q) if names else {}
 
     # -- quota ledger ----------------------------------------------------------
 
@@ -475,8 +500,41 @@ def _keys(c: sqlite3.Connection, name: str) -> tuple[KeyRecord, ...]:
     return tuple(KeyRecord(*row) for row in rows)
 
 
-def _user(row: tuple[object, ...], keys: tuple[KeyRecord, ...]) -> UserRecord:
-    name, pw, quota, disabled, used, files, max_files = row
+def _write_access(c: sqlite3.Connection, name: str, access: AccessRecord) -> bool:
+    found = c.execute(
+        "UPDATE users SET permissions=?, allowed_from=?, expires_at=?, upload_bps=?,"
+        " download_bps=? WHERE name=?",
+        (*access_columns(access), name),
+    ).rowcount
+    if not found:
+        return False
+    c.execute("DELETE FROM path_permissions WHERE user=?", (name,))
+    c.executemany(
+        "INSERT INTO path_permissions (user, path, permissions) VALUES (?, ?, ?)",
+        [(name, path, perms) for path, perms in access.paths],
+    )
+    return True
+
+
+def _paths(
+    c: sqlite3.Connection, names: list[str] | None
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Path overrides of the named users (None: of everyone), ordered by path."""
+    sql = "SELECT user, path, permissions FROM path_permissions"
+    args: tuple[str, ...] = ()
+    if names is not None:
+        sql += " WHERE user IN (SELECT value FROM json_each(?))"
+        args = (json.dumps(names),)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for user, path, perms in c.execute(sql + " ORDER BY user, path", args):
+        out.setdefault(user, []).append((path, perms))
+    return {user: tuple(rows) for user, rows in out.items()}
+
+
+def _user(
+    row: tuple[object, ...], keys: tuple[KeyRecord, ...], paths: tuple[tuple[str, str], ...]
+) -> UserRecord:
+    name, pw, quota, disabled, used, files, max_files = row[:7]
     return UserRecord(
         name=str(name),
         password_hash=pw if isinstance(pw, str) else None,
@@ -486,4 +544,5 @@ def _user(row: tuple[object, ...], keys: tuple[KeyRecord, ...]) -> UserRecord:
         used_bytes=int(used),  # type: ignore[call-overload]
         used_files=int(files),  # type: ignore[call-overload]
         max_files=max_files if isinstance(max_files, int) else None,
+        access=access_record(row[7:], paths),
     )

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,6 +112,17 @@ class LiveServer:
         user = User(name, password, self.client_key, home)
         self.users.append(user)
         return user
+
+    def set_access(self, user: User, **changes: Any) -> None:
+        """Change fields of the user's ``AccessRecord`` in the store, as ``sftpd user perm``
+        and ``sftpd user limit`` do."""
+
+        async def change() -> None:
+            record = await self.service.store.get_user(user.name)
+            assert record is not None
+            await self.service.store.set_access(user.name, replace(record.access, **changes))
+
+        self.call(change())
 
     # -- OpenSSH client helpers -------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sftpd.store import KeyRecord, Store, StoreError, UserRecord, open_store
+from sftpd.store import AccessRecord, KeyRecord, Store, StoreError, UserRecord, open_store
 from sftpd.store.migrations import POSTGRES_STEPS
 
 KEY = KeyRecord("SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", "me@host")
@@ -56,6 +56,35 @@ async def test_users_and_keys_roundtrip(two: tuple[Store, Store]) -> None:
     assert await store.delete_user("alice")
     assert await store.get_user("alice") is None
     assert await store.count_users() == 0
+
+
+async def test_access_roundtrip(two: tuple[Store, Store]) -> None:
+    store, other = two
+    first = AccessRecord("list,upload", (("/drop", "upload"),), ("10.0.0.0/8",), None, 5, 0)
+    await store.add_user(UserRecord("carol", access=first))
+    await store.add_user(UserRecord("dave"))
+    assert (await other.get_user("carol")).access == first  # type: ignore[union-attr]
+    assert (await other.get_user("dave")).access == AccessRecord()  # type: ignore[union-attr]
+    second = AccessRecord(
+        "list,download",
+        (("/a", "all"), ("/b/c", "none")),
+        ("127.0.0.1/32", "::1/128"),
+        1_900_000_000.5,
+        2 << 20,
+        4 << 20,
+    )
+    assert await store.set_access("carol", second)
+    assert not await store.set_access("nobody", second)
+    assert await other.get_access(["carol", "dave", "nobody"]) == {
+        "carol": second,
+        "dave": AccessRecord(),
+    }
+    assert await other.get_access([]) == {}
+    assert [u.access for u in await other.list_users()] == [second, AccessRecord()]
+    assert await store.delete_user("carol")  # its path overrides go with it
+    assert await store.get_access(["carol"]) == {}
+    await store.add_user(UserRecord("carol"))
+    assert (await other.get_user("carol")).access == AccessRecord()  # type: ignore[union-attr]
 
 
 async def test_reservations_from_two_nodes_never_overshoot(two: tuple[Store, Store]) -> None:
