@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sftpd.config import Settings
 from sftpd.core.quota import scan_home
-from sftpd.store import Store
+from sftpd.store import FOLDER_ACCOUNT_PREFIX, Store
 
 log = logging.getLogger("sftpd.reconcile")
 
@@ -53,9 +53,20 @@ class ScanResult:
     stored: bool  # False: the user was busy; the result was not stored
 
 
+async def account_dir(store: Store, settings: Settings, account: str) -> Path:
+    """The directory a ledger account counts: a user's home, or a shared folder's path."""
+    if account.startswith(FOLDER_ACCOUNT_PREFIX):
+        folder = await store.get_folder(account.removeprefix(FOLDER_ACCOUNT_PREFIX))
+        if folder is None:
+            raise LookupError(f"no such folder: {account}")
+        return Path(folder.path)
+    return settings.homes_dir / account
+
+
 async def scan_user(store: Store, settings: Settings, user: str, tries: int = 3) -> ScanResult:
-    """Scan one home and store the result if the user was idle meanwhile."""
-    home = settings.homes_dir / user
+    """Scan one home (or a folder, by its ledger account) and store the result if nobody
+    wrote meanwhile."""
+    home = await account_dir(store, settings, user)
     used = files = 0
     for attempt in range(tries):
         before = await store.usage(user, settings.default_quota)

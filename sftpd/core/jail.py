@@ -15,6 +15,13 @@ Two kinds of path meet here, with different rules:
   around inside the home, but one that climbs above it, or any absolute target
   (only a process outside sftpd can write one, see :func:`link_target_for_disk`),
   is refused with :class:`OutsideHome`.
+
+A shared folder is mounted at a top-level name of the tree (``/team``): walking
+into that name continues from the folder's own root fd, ``..`` from its root
+returns to the home's root, and a symlink inside it may not climb above the
+folder's root, exactly as one in the home may not climb above the home. The
+mount point itself resolves like the home's root (``name == "."``), so it can be
+neither removed nor renamed.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -55,6 +62,7 @@ class Location:
     dir_fd: int
     name: str
     parts: tuple[str, ...]
+    mount: str | None = None  # the top-level name of the folder it is in; None: the home
 
     @property
     def vpath(self) -> str:
@@ -119,18 +127,31 @@ def link_target_for_disk(link_parent: tuple[str, ...], target: str) -> str:
 
 
 class Jail:
-    """A user's home, opened once; every path operation starts from its fd."""
+    """A user's home and mounted folders, opened once; every path operation starts from
+    one of their fds."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, mounts: Mapping[str, str] | None = None) -> None:
+        """``mounts``: top-level name in the tree -> the folder's server directory."""
+        self._mounts: dict[str, int] = {}
         try:
             self._root_fd = os.open(home, _DIR_FLAGS)
+            for name, path in (mounts or {}).items():
+                self._mounts[name] = os.open(path, _DIR_FLAGS)
         except OSError as exc:
+            self.close()
             raise from_oserror(exc) from None
 
     def close(self) -> None:
-        if self._root_fd >= 0:
-            os.close(self._root_fd)
-            self._root_fd = -1
+        for fd in [self._root_fd, *self._mounts.values()]:
+            if fd >= 0:
+                os.close(fd)
+        self._root_fd = -1
+        self._mounts.clear()
+
+    @property
+    def mounts(self) -> dict[str, int]:
+        """Top-level name -> the folder root's fd (valid until :meth:`close`)."""
+        return self._mounts
 
     @property
     def root_fd(self) -> int:
@@ -155,6 +176,9 @@ class Jail:
                         os.close(stack.pop()[1])
                     continue
                 cur = stack[-1][1] if stack else self._root_fd
+                if not stack and part in self._mounts:
+                    stack.append((part, os.dup(self._mounts[part])))
+                    continue
                 if not pending:
                     target = self._link_target(cur, part) if follow else None
                     if target is None:
@@ -175,14 +199,17 @@ class Jail:
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise LinkLoop()
-                depth = len(stack)
+                mount = stack[0][0] if stack and stack[0][0] in self._mounts else None
+                depth = len(stack) - (1 if mount else 0)  # below the home or the folder root
                 if target.startswith("/") or lexical_parts(("",) * depth, target) is None:
                     raise OutsideHome("permission denied: link points outside the home directory")
                 pending.extend(reversed(split_path(target)))
             parts = tuple(name for name, _ in stack)
             if final != ".":
                 parts += (final,)
-            yield Location(stack[-1][1] if stack else self._root_fd, final, parts)
+            # The mount point itself was pushed like a directory: final is ".", as at the root.
+            mount = parts[0] if stack and parts[0] in self._mounts else None
+            yield Location(stack[-1][1] if stack else self._root_fd, final, parts, mount)
         finally:
             for _, fd in stack:
                 os.close(fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ from sftpd.core.errors import (
     OutsideHome,
     PermissionDenied,
     SftpdError,
+    Unsupported,
     from_oserror,
 )
 from sftpd.core.files import (
@@ -39,6 +40,16 @@ from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted
 
 audit = logging.getLogger("sftpd.audit")
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A shared folder as one session sees it: at ``/at`` in the tree, counted by ``ledger``."""
+
+    at: str  # a top-level name
+    name: str
+    path: str
+    ledger: QuotaLedger
 
 
 @dataclass(frozen=True)
@@ -63,13 +74,16 @@ class Session:
         ledger: QuotaLedger,
         addr: str = "local",
         access: Access | None = None,
+        folders: Sequence[Folder] = (),
     ) -> None:
         self.user = user
         self.addr = addr  # the client's address, for audit lines
-        self.jail = Jail(home)
+        self.jail = Jail(home, {f.at: f.path for f in folders})
         self.ledger = ledger
+        self.folders = {f.at: f for f in folders}
         self.access = access or Access(user)
-        ledger.session_opened()
+        for counted in (ledger, *(f.ledger for f in folders)):
+            counted.session_opened()
         self._closed = False
 
     async def aclose(self) -> None:
@@ -78,7 +92,12 @@ class Session:
             return
         self._closed = True
         self.jail.close()
-        await self.ledger.session_closed()
+        for counted in (self.ledger, *(f.ledger for f in self.folders.values())):
+            await counted.session_closed()
+
+    def _ledger(self, loc: Location) -> QuotaLedger:
+        """The ledger that counts ``loc``: its folder's, or the user's own."""
+        return self.folders[loc.mount].ledger if loc.mount else self.ledger
 
     def _require(self, permission: str, directory: tuple[str, ...]) -> None:
         self.access.permissions.require(permission, directory)
@@ -137,15 +156,16 @@ class Session:
                 if created:
                     await self._count_new_file(loc, st)
                 elif not mode.truncate:
-                    await self.ledger.check_not_full()
+                    await self._ledger(loc).check_not_full()
             except BaseException:
                 os.close(fd)
                 raise
-            inode = self.ledger.open_inode(st)
-            handle = OpenFile(fd, loc.vpath, mode, self.ledger, inode)
+            ledger = self._ledger(loc)
+            inode = ledger.open_inode(st)
+            handle = OpenFile(fd, loc.vpath, mode, ledger, inode)
             if mode.truncate and st.st_size:
                 try:
-                    await resize_fd(self.ledger, inode, fd, 0)
+                    await resize_fd(ledger, inode, fd, 0)
                 except BaseException:
                     await handle.close()
                     raise
@@ -183,7 +203,7 @@ class Session:
 
     async def _count_new_file(self, loc: Location, st: os.stat_result) -> None:
         try:
-            await self.ledger.file_created()
+            await self._ledger(loc).file_created()
         except SftpdError:
             here = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
             if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
@@ -233,11 +253,12 @@ class Session:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise PermissionDenied("permission denied: not a regular file")
-            inode = self.ledger.open_inode(st)
+            ledger = self._ledger(loc)
+            inode = ledger.open_inode(st)
             try:
-                await resize_fd(self.ledger, inode, fd, size)
+                await resize_fd(ledger, inode, fd, size)
             finally:
-                await self.ledger.close_inode(inode, None)  # flushes: read-your-writes
+                await ledger.close_inode(inode, None)  # flushes: read-your-writes
         finally:
             os.close(fd)
 
@@ -253,19 +274,28 @@ class Session:
         finally:
             os.close(fd)
 
-    async def usage(self) -> UsageReport:
-        """The user's usage, this process's pending growth written first."""
-        await self.ledger.flush()
-        u = await self.ledger.store.usage(self.user, self.ledger.default_quota)
+    async def usage(self, ledger: QuotaLedger | None = None) -> UsageReport:
+        """The user's usage (or a folder's), this process's pending growth written first."""
+        ledger = ledger or self.ledger
+        await ledger.flush()
+        u = await ledger.store.usage(ledger.user, ledger.default_quota)
         if u is None:
             return UsageReport(0, 0, 0, 0)
         return UsageReport(u.used, u.files, u.quota, u.max_files)
 
-    async def statvfs(self) -> os.statvfs_result:
-        """The filesystem as the user sees it: the quota is the size, usage is used."""
-        with self._op("statvfs"):
-            real = os.statvfs(self.jail.root_fd)
-        u = await self.usage()
+    async def folder_usage(self) -> list[tuple[str, UsageReport]]:
+        """Each mounted folder's usage, by where it is mounted."""
+        return [("/" + at, await self.usage(f.ledger)) for at, f in sorted(self.folders.items())]
+
+    async def statvfs(self, path: str = "/") -> os.statvfs_result:
+        """The filesystem as the user sees it at ``path``: the quota of the home, or of the
+        folder ``path`` is in, is the size, its usage is used."""
+        with self._op("statvfs"), self.jail.locate(path) as loc:
+            if loc.parts:
+                self._require("list", _directory(loc))
+            real = os.statvfs(loc.dir_fd)
+            ledger = self._ledger(loc)
+        u = await self.usage(ledger)
         if not u.quota:
             return real
         block = 1024
@@ -282,21 +312,32 @@ class Session:
     # -- directories -------------------------------------------------------------
 
     def listdir(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
-        """Yield ``(name, lstat)`` for ``.``, ``..`` and every entry, lazily."""
+        """Yield ``(name, lstat)`` for ``.``, ``..`` and every entry, lazily; the home's
+        root also lists the folders mounted in it (hiding entries of the same name)."""
         with self._op("listdir"), self.jail.locate(path) as loc:
             self._require("list", loc.parts)
             fd = os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | OPEN_BASE, dir_fd=loc.dir_fd)
             parent = os.stat(loc.dir_fd) if loc.name != "." else None
-        return self._entries(fd, parent)
+            mounts = (
+                {at: os.stat(mount_fd) for at, mount_fd in self.jail.mounts.items()}
+                if not loc.parts
+                else {}
+            )
+        return self._entries(fd, parent, mounts)
 
     @staticmethod
-    def _entries(fd: int, parent: os.stat_result | None) -> Iterator[tuple[str, os.stat_result]]:
+    def _entries(
+        fd: int, parent: os.stat_result | None, mounts: dict[str, os.stat_result]
+    ) -> Iterator[tuple[str, os.stat_result]]:
         try:
             here = os.fstat(fd)
             yield ".", here
             yield "..", parent or here
+            yield from sorted(mounts.items())
             with os.scandir(fd) as it:
                 for entry in it:
+                    if entry.name in mounts:
+                        continue
                     try:
                         yield entry.name, entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -325,14 +366,15 @@ class Session:
             self._require("delete", _directory(loc))
             st = require_exists(loc)
             os.unlink(loc.name, dir_fd=loc.dir_fd)
-            await self._forget(st)
+            await self._forget(st, self._ledger(loc))
 
-    async def _forget(self, st: os.stat_result) -> None:
+    @staticmethod
+    async def _forget(st: os.stat_result, ledger: QuotaLedger) -> None:
         """A name is gone: if it was the file's last, the file no longer counts."""
         if is_counted(st):
-            size = self.ledger.counted_size(st)
-            self.ledger.detach(st)
-            await self.ledger.file_removed(size)
+            size = ledger.counted_size(st)
+            ledger.detach(st)
+            await ledger.file_removed(size)
 
     async def rename(self, old: str, new: str) -> None:
         """Rename, replacing an existing target (what WinSCP, lftp and rclone rely on)."""
@@ -343,6 +385,7 @@ class Session:
         ):
             if "." in (src.name, dst.name):
                 raise PermissionDenied("permission denied: cannot rename this directory")
+            _same_tree(src, dst, "rename")
             src_st = require_exists(src)
             try:
                 dst_st: os.stat_result | None = os.stat(
@@ -356,7 +399,7 @@ class Session:
                 src_st.st_dev,
                 src_st.st_ino,
             ):
-                await self._forget(dst_st)
+                await self._forget(dst_st, self._ledger(dst))
 
     def _require_rename(
         self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None
@@ -393,6 +436,9 @@ class Session:
             if loc.name == ".":
                 raise PermissionDenied()
             self._require("symlink", _directory(loc))
+            resolved = lexical_parts(loc.parent_parts, target)
+            if resolved is not None and _tree_of(resolved, self.folders) != loc.mount:
+                raise OutsideHome("permission denied: link target is in another folder")
             disk_target = link_target_for_disk(loc.parent_parts, target)
             os.symlink(disk_target, loc.name, dir_fd=loc.dir_fd)
 
@@ -405,6 +451,7 @@ class Session:
         ):
             if "." in (src.name, dst.name):
                 raise PermissionDenied()
+            _same_tree(src, dst, "link")
             self._require("download", _directory(src))
             self._require("symlink", _directory(dst))
             self._require("upload", _directory(dst))
@@ -419,3 +466,14 @@ def _directory(loc: Location) -> tuple[str, ...]:
 
 def _parts(vpath: str) -> tuple[str, ...]:
     return tuple(p for p in vpath.split("/") if p)
+
+
+def _tree_of(parts: Sequence[str], folders: Mapping[str, Folder]) -> str | None:
+    """The folder a virtual path is in (its top-level mount), or None for the home."""
+    return parts[0] if parts and parts[0] in folders else None
+
+
+def _same_tree(src: Location, dst: Location, op: str) -> None:
+    """A rename or link cannot cross a folder boundary, like one across filesystems."""
+    if src.mount != dst.mount:
+        raise Unsupported(f"cannot {op} across a folder boundary")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sftpd.core.session import UsageReport
 from sftpd.exec import EXIT_USAGE, ExecContext
@@ -24,8 +25,8 @@ def sp_line(u: UsageReport) -> str:
     )
 
 
-def sp_json(u: UsageReport) -> str:
-    doc: dict[str, int | None] = {
+def sp_doc(u: UsageReport) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "used": u.used,
         "quota": u.quota or None,
         "free": u.free,
@@ -33,13 +34,21 @@ def sp_json(u: UsageReport) -> str:
     }
     if u.max_files:
         doc["max_files"] = u.max_files
-    return json.dumps(doc)
+    return doc
 
 
 async def sp(ctx: ExecContext, args: list[str]) -> int:
+    """The home's line first (what scripts parse), then one line per mounted folder."""
     if args not in ([], ["--json"]):
         ctx.err("usage: sp [--json]\n")
         return EXIT_USAGE
-    report = await ctx.session.usage()
-    ctx.out((sp_json(report) if args else sp_line(report)) + "\n")
+    home = await ctx.session.usage()
+    folders = await ctx.session.folder_usage()
+    if args:
+        doc = sp_doc(home)
+        if folders:
+            doc["folders"] = {at: sp_doc(u) for at, u in folders}
+        ctx.out(json.dumps(doc) + "\n")
+    else:
+        ctx.out("".join([sp_line(home) + "\n", *(f"{at}: {sp_line(u)}\n" for at, u in folders)]))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from sftpd.core.limits import address_allowed, expired, parse_networks
-from sftpd.core.session import Session
+from sftpd.core.session import Folder, Session
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
 from sftpd.ssh.compat import skip_cbc_countermeasure
 from sftpd.ssh.sftp import SftpdServer
-from sftpd.store import StoreUnavailable, UserRecord
+from sftpd.store import StoreUnavailable, UserRecord, folder_account
 from sftpd.users import ensure_home, valid_username
 
 if TYPE_CHECKING:
@@ -311,8 +312,23 @@ class Connection(asyncssh.SSHServer):
         name = self._user.name
         home = self.service.settings.homes_dir / name
         access = self.service.access(name, self._user.access)
-        session = Session(name, str(home), self.service.ledger(name), self.addr, access)
+        session = Session(
+            name, str(home), self.service.ledger(name), self.addr, access, self._folders()
+        )
         return SftpdServer(chan, session, self.touch)
+
+    def _folders(self) -> list[Folder]:
+        """The user's mounted folders; one whose directory is gone is left out and logged."""
+        assert self._user is not None
+        folders = []
+        for m in self._user.mounts:
+            if not os.path.isdir(m.path):
+                log.error("folder directory missing", extra={"user": self._user.name,
+                          "folder": m.folder})  # fmt: skip
+                continue
+            ledger = self.service.ledger(folder_account(m.folder))
+            folders.append(Folder(m.vpath.strip("/"), m.folder, m.path, ledger))
+        return folders
 
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})

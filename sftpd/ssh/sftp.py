@@ -246,10 +246,11 @@ class SftpdServer(asyncssh.SFTPServer):
 
     async def statvfs(self, path: bytes) -> os.statvfs_result:
         _call(self.session.stat, _path(path))
-        return await _acall(self.session.statvfs)
+        return await _acall(self.session.statvfs, _path(path))
 
     async def fstatvfs(self, file_obj: object) -> os.statvfs_result:
-        return await _acall(self.session.statvfs)
+        assert isinstance(file_obj, OpenFile)
+        return await _acall(self.session.statvfs, file_obj.vpath)
 
     async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
         entries = _call(self.session.listdir, _path(path))

@@ -52,6 +52,36 @@ class AccessRecord:
     download_bps: int = 0
 
 
+#: A folder's ledger account is this prefix and its name: no user name can start with it.
+FOLDER_ACCOUNT_PREFIX = "@"
+
+
+def folder_account(folder: str) -> str:
+    """The ledger account (a row among the users) that counts a shared folder's usage."""
+    return FOLDER_ACCOUNT_PREFIX + folder
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    """A shared folder: a server directory with its own quota, mounted into users' trees."""
+
+    name: str
+    path: str  # absolute server path
+    quota_bytes: int = 0  # 0: unlimited
+    max_files: int | None = None
+    used_bytes: int = 0
+    used_files: int = 0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Where a user sees a folder: ``vpath`` in their tree is the folder's root."""
+
+    vpath: str
+    folder: str
+    path: str  # the folder's server path
+
+
 @dataclass(frozen=True)
 class UserRecord:
     name: str
@@ -63,6 +93,7 @@ class UserRecord:
     used_files: int = 0
     max_files: int | None = None  # None or 0: no limit
     access: AccessRecord = field(default_factory=AccessRecord)
+    mounts: tuple[Mount, ...] = ()  # read-only here: set with Store.mount/unmount
 
 
 @dataclass(frozen=True)
@@ -171,6 +202,24 @@ class Store(Protocol):
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool: ...
 
+    # -- shared folders: each has a ledger account, folder_account(name) -----------
+
+    async def add_folder(self, folder: FolderRecord) -> None:
+        """Add a folder and its ledger account; StoreError if the name or path is taken."""
+
+    async def get_folder(self, name: str) -> FolderRecord | None: ...
+
+    async def list_folders(self) -> list[FolderRecord]: ...
+
+    async def delete_folder(self, name: str) -> bool:
+        """Delete a folder, its mounts and its ledger account (the files stay)."""
+
+    async def mount(self, user: str, vpath: str, folder: str) -> None:
+        """Show ``folder`` at ``vpath`` to ``user``; StoreError if either is unknown or
+        ``vpath`` is taken."""
+
+    async def unmount(self, user: str, vpath: str) -> bool: ...
+
     async def set_access(self, name: str, access: AccessRecord) -> bool:
         """Replace the user's permissions, path overrides and limits in one transaction."""
 
@@ -269,10 +318,13 @@ async def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "FOLDER_ACCOUNT_PREFIX",
     "AccessRecord",
     "Admission",
     "Ban",
+    "FolderRecord",
     "KeyRecord",
+    "Mount",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -282,6 +334,7 @@ __all__ = [
     "access_columns",
     "access_record",
     "file_refusal",
+    "folder_account",
     "grant_for",
     "next_strike",
     "open_store",

@@ -85,6 +85,9 @@ SQLITE_STEPS.append(
     # 5: access control. permissions: comma list (NULL: all); path_permissions: overrides
     # per virtual directory; allowed_from: comma list of CIDR networks (NULL: anywhere);
     # expires_at: epoch seconds (NULL: never); *_bps: bandwidth limits (0: unlimited).
+    # folders: shared directories; each has a ledger account "@NAME" in users (a name no
+    # user can have), so its quota is kept by the same ledger; folder_mounts: where a
+    # user sees a folder.
     """
     ALTER TABLE users ADD COLUMN permissions TEXT;
     ALTER TABLE users ADD COLUMN allowed_from TEXT;
@@ -96,6 +99,17 @@ SQLITE_STEPS.append(
         path        TEXT NOT NULL,
         permissions TEXT NOT NULL,
         PRIMARY KEY (user, path)
+    );
+    CREATE TABLE folders (
+        name       TEXT PRIMARY KEY,
+        path       TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE folder_mounts (
+        user   TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        vpath  TEXT NOT NULL,
+        folder TEXT NOT NULL REFERENCES folders(name) ON DELETE CASCADE,
+        PRIMARY KEY (user, vpath)
     );
     """
 )
@@ -168,6 +182,17 @@ POSTGRES_STEPS.append(
         path        TEXT NOT NULL,
         permissions TEXT NOT NULL,
         PRIMARY KEY ("user", path)
+    );
+    CREATE TABLE folders (
+        name       TEXT PRIMARY KEY,
+        path       TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE folder_mounts (
+        "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        vpath  TEXT NOT NULL,
+        folder TEXT NOT NULL REFERENCES folders(name) ON DELETE CASCADE,
+        PRIMARY KEY ("user", vpath)
     );
     """
 )

@@ -20,7 +20,9 @@ from sftpd.store import (
     AccessRecord,
     Admission,
     Ban,
+    FolderRecord,
     KeyRecord,
+    Mount,
     StoreError,
     StoreUnavailable,
     Strike,
@@ -29,6 +31,7 @@ from sftpd.store import (
     access_columns,
     access_record,
     file_refusal,
+    folder_account,
     grant_for,
     next_strike,
 )
@@ -40,6 +43,11 @@ _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.
 _SELECT_USERS = (
     "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
     " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
+    " WHERE left(name, 1) <> '@'"
+)
+_SELECT_FOLDERS = (
+    "SELECT f.name, f.path, coalesce(u.quota_bytes, 0), u.max_files, u.used_bytes, u.used_files"
+    " FROM folders f JOIN users u ON u.name = '@' || f.name"
 )
 _SELECT_ACCESS = (
     "SELECT name, permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
@@ -125,10 +133,11 @@ class PostgresStore:
 
     async def get_user(self, name: str) -> UserRecord | None:
         async def q(c: Any) -> UserRecord | None:
-            row = await c.fetchrow(_SELECT_USERS + " WHERE name=$1", name)
+            row = await c.fetchrow(_SELECT_USERS + " AND name=$1", name)
             if row is None:
                 return None
-            return _user(row, await _keys(c, name), (await _paths(c, [name])).get(name, ()))
+            paths = (await _paths(c, [name])).get(name, ())
+            return _user(row, await _keys(c, name), paths, await _mounts(c, name))
 
         return await self._run(q)
 
@@ -137,13 +146,21 @@ class PostgresStore:
             rows = await c.fetch(_SELECT_USERS + " ORDER BY name")
             paths = await _paths(c, None)
             return [
-                _user(row, await _keys(c, row["name"]), paths.get(row["name"], ())) for row in rows
+                _user(
+                    row,
+                    await _keys(c, row["name"]),
+                    paths.get(row["name"], ()),
+                    await _mounts(c, row["name"]),
+                )
+                for row in rows
             ]
 
         return await self._run(q)
 
     async def count_users(self) -> int:
-        return await self._run(lambda c: c.fetchval("SELECT count(*) FROM users"))
+        return await self._run(
+            lambda c: c.fetchval("SELECT count(*) FROM users WHERE left(name, 1) <> '@'")
+        )
 
     async def add_user(self, user: UserRecord) -> None:
         async def q(c: Any) -> None:
@@ -185,6 +202,73 @@ class PostgresStore:
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=$1 WHERE name=$2", max_files, name)
+
+    async def add_folder(self, folder: FolderRecord) -> None:
+        async def q(c: Any) -> None:
+            try:
+                await c.execute(
+                    "INSERT INTO folders (name, path, created_at) VALUES ($1, $2, $3)",
+                    folder.name,
+                    folder.path,
+                    time.time(),
+                )
+                await c.execute(
+                    "INSERT INTO users (name, quota_bytes, disabled, max_files, created_at)"
+                    " VALUES ($1, $2, TRUE, $3, $4)",
+                    folder_account(folder.name),
+                    folder.quota_bytes,
+                    folder.max_files,
+                    time.time(),
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError(
+                    f"folder {folder.name} or a folder at {folder.path} already exists"
+                ) from None
+
+        await self._tx(q)
+
+    async def get_folder(self, name: str) -> FolderRecord | None:
+        async def q(c: Any) -> FolderRecord | None:
+            row = await c.fetchrow(_SELECT_FOLDERS + " WHERE f.name=$1", name)
+            return FolderRecord(*row) if row else None
+
+        return await self._run(q)
+
+    async def list_folders(self) -> list[FolderRecord]:
+        async def q(c: Any) -> list[FolderRecord]:
+            return [FolderRecord(*r) for r in await c.fetch(_SELECT_FOLDERS + " ORDER BY f.name")]
+
+        return await self._run(q)
+
+    async def delete_folder(self, name: str) -> bool:
+        async def q(c: Any) -> bool:
+            await c.execute("DELETE FROM users WHERE name=$1", folder_account(name))
+            return not (await c.execute("DELETE FROM folders WHERE name=$1", name)).endswith(" 0")
+
+        return await self._tx(q)
+
+    async def mount(self, user: str, vpath: str, folder: str) -> None:
+        async def q(c: Any) -> None:
+            if not await c.fetchval("SELECT 1 FROM users WHERE name=$1", user):
+                raise StoreError(f"no such user: {user}")
+            if not await c.fetchval("SELECT 1 FROM folders WHERE name=$1", folder):
+                raise StoreError(f"no such folder: {folder}")
+            try:
+                await c.execute(
+                    'INSERT INTO folder_mounts ("user", vpath, folder) VALUES ($1, $2, $3)',
+                    user,
+                    vpath,
+                    folder,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError(f"{user} already has a folder at {vpath}") from None
+
+        await self._tx(q)
+
+    async def unmount(self, user: str, vpath: str) -> bool:
+        return await self._update(
+            'DELETE FROM folder_mounts WHERE "user"=$1 AND vpath=$2', user, vpath
+        )
 
     async def set_access(self, name: str, access: AccessRecord) -> bool:
         return await self._tx(lambda c: _write_access(c, name, access))
@@ -495,7 +579,21 @@ async def _paths(c: Any, names: list[str] | None) -> dict[str, tuple[tuple[str, 
     return {user: tuple(rows) for user, rows in out.items()}
 
 
-def _user(row: Any, keys: tuple[KeyRecord, ...], paths: tuple[tuple[str, str], ...]) -> UserRecord:
+async def _mounts(c: Any, name: str) -> tuple[Mount, ...]:
+    rows = await c.fetch(
+        "SELECT m.vpath, m.folder, f.path FROM folder_mounts m JOIN folders f"
+        ' ON f.name = m.folder WHERE m."user"=$1 ORDER BY m.vpath',
+        name,
+    )
+    return tuple(Mount(*row) for row in rows)
+
+
+def _user(
+    row: Any,
+    keys: tuple[KeyRecord, ...],
+    paths: tuple[tuple[str, str], ...],
+    mounts: tuple[Mount, ...] = (),
+) -> UserRecord:
     return UserRecord(
         name=row["name"],
         password_hash=row["password_hash"],
@@ -506,4 +604,5 @@ def _user(row: Any, keys: tuple[KeyRecord, ...], paths: tuple[tuple[str, str], .
         used_files=int(row["used_files"]),
         max_files=row["max_files"],
         access=access_record(tuple(row)[7:], paths),
+        mounts=mounts,
     )

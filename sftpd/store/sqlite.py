@@ -20,7 +20,9 @@ from sftpd.store import (
     AccessRecord,
     Admission,
     Ban,
+    FolderRecord,
     KeyRecord,
+    Mount,
     StoreError,
     StoreUnavailable,
     Strike,
@@ -29,6 +31,7 @@ from sftpd.store import (
     access_columns,
     access_record,
     file_refusal,
+    folder_account,
     grant_for,
     next_strike,
 )
@@ -40,6 +43,11 @@ CHECKPOINT_EVERY = 256  # inline commits between background WAL checkpoints
 _SELECT_USERS = (
     "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
     " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
+    " WHERE substr(name, 1, 1) != '@'"
+)
+_SELECT_FOLDERS = (
+    "SELECT f.name, f.path, coalesce(u.quota_bytes, 0), u.max_files, u.used_bytes, u.used_files"
+    " FROM folders f JOIN users u ON u.name = '@' || f.name"
 )
 _SELECT_ACCESS = (
     "SELECT name, permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
@@ -123,8 +131,10 @@ class SqliteStore:
 
     async def get_user(self, name: str) -> UserRecord | None:
         def q(c: sqlite3.Connection) -> UserRecord | None:
-            row = c.execute(_SELECT_USERS + " WHERE name=?", (name,)).fetchone()
-            return _user(row, _keys(c, name), _paths(c, [name]).get(name, ())) if row else None
+            row = c.execute(_SELECT_USERS + " AND name=?", (name,)).fetchone()
+            if row is None:
+                return None
+            return _user(row, _keys(c, name), _paths(c, [name]).get(name, ()), _mounts(c, name))
 
         return await self._run(q)
 
@@ -132,12 +142,21 @@ class SqliteStore:
         def q(c: sqlite3.Connection) -> list[UserRecord]:
             rows = c.execute(_SELECT_USERS + " ORDER BY name").fetchall()
             paths = _paths(c, None)
-            return [_user(row, _keys(c, row[0]), paths.get(row[0], ())) for row in rows]
+            return [
+                _user(row, _keys(c, row[0]), paths.get(row[0], ()), _mounts(c, row[0]))
+                for row in rows
+            ]
 
         return await self._run(q)
 
     async def count_users(self) -> int:
-        return await self._run(lambda c: int(c.execute("SELECT count(*) FROM users").fetchone()[0]))
+        return await self._run(
+            lambda c: int(
+                c.execute("SELECT count(*) FROM users WHERE substr(name, 1, 1) != '@'").fetchone()[
+                    0
+                ]
+            )
+        )
 
     async def add_user(self, user: UserRecord) -> None:
         def q(c: sqlite3.Connection) -> None:
@@ -182,6 +201,71 @@ class SqliteStore:
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=? WHERE name=?", (max_files, name))
+
+    async def add_folder(self, folder: FolderRecord) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            with _transaction(c):
+                try:
+                    c.execute(
+                        "INSERT INTO folders (name, path, created_at) VALUES (?, ?, ?)",
+                        (folder.name, folder.path, time.time()),
+                    )
+                    c.execute(
+                        "INSERT INTO users (name, quota_bytes, disabled, max_files, created_at)"
+                        " VALUES (?, ?, 1, ?, ?)",
+                        (folder_account(folder.name), folder.quota_bytes, folder.max_files,
+                         time.time()),
+                    )  # fmt: skip
+                except sqlite3.IntegrityError:
+                    raise StoreError(
+                        f"folder {folder.name} or a folder at {folder.path} already exists"
+                    ) from None
+
+        await self._run(q)
+
+    async def get_folder(self, name: str) -> FolderRecord | None:
+        def q(c: sqlite3.Connection) -> FolderRecord | None:
+            row = c.execute(_SELECT_FOLDERS + " WHERE f.name=?", (name,)).fetchone()
+            return FolderRecord(*row) if row else None
+
+        return await self._run(q)
+
+    async def list_folders(self) -> list[FolderRecord]:
+        return await self._run(
+            lambda c: [
+                FolderRecord(*row) for row in c.execute(_SELECT_FOLDERS + " ORDER BY f.name")
+            ]
+        )
+
+    async def delete_folder(self, name: str) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                c.execute("DELETE FROM users WHERE name=?", (folder_account(name),))
+                return c.execute("DELETE FROM folders WHERE name=?", (name,)).rowcount > 0
+
+        return await self._run(q)
+
+    async def mount(self, user: str, vpath: str, folder: str) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            with _transaction(c):
+                if not c.execute("SELECT 1 FROM users WHERE name=?", (user,)).fetchone():
+                    raise StoreError(f"no such user: {user}")
+                if not c.execute("SELECT 1 FROM folders WHERE name=?", (folder,)).fetchone():
+                    raise StoreError(f"no such folder: {folder}")
+                try:
+                    c.execute(
+                        "INSERT INTO folder_mounts (user, vpath, folder) VALUES (?, ?, ?)",
+                        (user, vpath, folder),
+                    )
+                except sqlite3.IntegrityError:
+                    raise StoreError(f"{user} already has a folder at {vpath}") from None
+
+        await self._run(q)
+
+    async def unmount(self, user: str, vpath: str) -> bool:
+        return await self._update(
+            "DELETE FROM folder_mounts WHERE user=? AND vpath=?", (user, vpath)
+        )
 
     async def set_access(self, name: str, access: AccessRecord) -> bool:
         def q(c: sqlite3.Connection) -> bool:
@@ -531,8 +615,20 @@ def _paths(
     return {user: tuple(rows) for user, rows in out.items()}
 
 
+def _mounts(c: sqlite3.Connection, name: str) -> tuple[Mount, ...]:
+    rows = c.execute(
+        "SELECT m.vpath, m.folder, f.path FROM folder_mounts m JOIN folders f"
+        " ON f.name = m.folder WHERE m.user=? ORDER BY m.vpath",
+        (name,),
+    ).fetchall()
+    return tuple(Mount(*row) for row in rows)
+
+
 def _user(
-    row: tuple[object, ...], keys: tuple[KeyRecord, ...], paths: tuple[tuple[str, str], ...]
+    row: tuple[object, ...],
+    keys: tuple[KeyRecord, ...],
+    paths: tuple[tuple[str, str], ...],
+    mounts: tuple[Mount, ...] = (),
 ) -> UserRecord:
     name, pw, quota, disabled, used, files, max_files = row[:7]
     return UserRecord(
@@ -545,4 +641,5 @@ def _user(
         used_files=int(files),  # type: ignore[call-overload]
         max_files=max_files if isinstance(max_files, int) else None,
         access=access_record(row[7:], paths),
+        mounts=mounts,
     )

@@ -2,7 +2,8 @@
 exec command, a symlink-swap race, and a fuzzer of raw SFTP packets.
 
 What must hold: nothing outside the user's home is read, written, listed or stat'd; no
-answer names a server path; the server keeps serving; usage stays exact.
+answer names a server path; the server keeps serving; usage stays exact. The corpus and the
+race run twice: in the home, and inside a shared folder mounted at /vault.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from sftpd.core.quota import scan_home
 from sftpd.reconcile import scan_user
+from sftpd.store import FolderRecord, folder_account
 from tests.stress.conftest import report, scale, snapshot
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
@@ -40,7 +42,12 @@ class Arena:
     other: User
     outside: Path
     tmp: Path
+    vault: Path  # a shared folder's directory, mounted at /vault for the victim
     leaks: list[str] = field(default_factory=list)
+
+    def base(self, where: str) -> tuple[Path, bytes]:
+        """Where a test plants its links on disk, and the virtual prefix that leads there."""
+        return (self.victim.home, b"") if where == "home" else (self.vault, b"vault/")
 
     def guarded(self) -> dict[str, dict[str, tuple[int, int, bytes]]]:
         """Everything a confined user must never change: outside, another home, host keys."""
@@ -71,7 +78,11 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
     other = server.add_user()
     (other.home / "private.txt").write_bytes(SECRET + b" OF ANOTHER USER\n")
     victim = server.add_user()
-    yield Arena(server, victim, other, outside, tmp)
+    vault = tmp / "vault"
+    vault.mkdir()
+    server.call(server.service.store.add_folder(FolderRecord("vault", str(vault))))
+    server.call(server.service.store.mount(victim.name, "/vault", "vault"))
+    yield Arena(server, victim, other, outside, tmp, vault)
     stop_live_server(server)
 
 
@@ -198,11 +209,13 @@ def execable(path: bytes) -> bool:
     return b"\x00" not in path and b"\n" not in path
 
 
-async def test_path_corpus_never_leaves_the_home(arena: Arena) -> None:
+@pytest.mark.parametrize("where", ["home", "folder"])
+async def test_path_corpus_never_leaves_the_home(arena: Arena, where: str) -> None:
     server, victim = arena.server, arena.victim
-    plant_links(victim.home, arena)
+    base, prefix = arena.base(where)
+    plant_links(base, arena)
     before = arena.guarded()
-    paths = hostile_paths(arena)
+    paths = [p if p.startswith(b"/") else prefix + p for p in hostile_paths(arena)]
     assert len(paths) >= 100
     allowed = refused = 0
     async with server.connect(victim) as conn, conn.start_sftp_client() as sftp:
@@ -223,12 +236,13 @@ async def test_path_corpus_never_leaves_the_home(arena: Arena) -> None:
                     arena.check_answer(f"{cmd} {p[:80]!r}", stream or b"", p)
     assert arena.leaks == []
     assert arena.guarded() == before
-    for dirpath, _, files in os.walk(victim.home):  # never follows symlinks
-        for name in files:
-            f = Path(dirpath) / name
-            assert f.is_symlink() or SECRET not in f.read_bytes(), f
+    for top in (victim.home, arena.vault):
+        for dirpath, _, files in os.walk(top):  # never follows symlinks
+            for name in files:
+                f = Path(dirpath) / name
+                assert f.is_symlink() or SECRET not in f.read_bytes(), f
     report(
-        "path corpus",
+        f"path corpus ({where})",
         paths=len(paths),
         sftp_operations=allowed + refused,
         allowed_inside_the_home=allowed,
@@ -238,10 +252,12 @@ async def test_path_corpus_never_leaves_the_home(arena: Arena) -> None:
     )
 
 
-async def test_symlink_swap_race_never_reaches_outside(arena: Arena) -> None:
+@pytest.mark.parametrize("where", ["home", "folder"])
+async def test_symlink_swap_race_never_reaches_outside(arena: Arena, where: str) -> None:
     server, victim = arena.server, arena.victim
-    swap = victim.home / "sw"
-    inside = victim.home / "sw.real"
+    base, prefix = arena.base(where)
+    swap = base / "sw"
+    inside = base / "sw.real"
     inside.mkdir(exist_ok=True)
     (inside / "secret.txt").write_bytes(b"harmless\n")
     stop = threading.Event()
@@ -251,7 +267,7 @@ async def test_symlink_swap_race_never_reaches_outside(arena: Arena) -> None:
         nonlocal flips
         while not stop.is_set():
             for target in (str(arena.outside), "sw.real"):
-                tmp_link = victim.home / "sw.tmp"
+                tmp_link = base / "sw.tmp"
                 os.symlink(target, tmp_link)
                 os.replace(tmp_link, swap)  # atomic: sw is always one or the other
                 flips += 1
@@ -266,19 +282,21 @@ async def test_symlink_swap_race_never_reaches_outside(arena: Arena) -> None:
         async with server.connect(victim) as conn, conn.start_sftp_client() as sftp:
             while time.monotonic() < deadline:
                 rounds += 1
-                for name, op in path_operations(sftp, b"sw/secret.txt", rounds)[:10]:
+                for name, op in path_operations(sftp, prefix + b"sw/secret.txt", rounds)[:10]:
                     await attempt(arena, f"race {name}", op)
-                await attempt(arena, "race listdir", lambda: sftp.listdir(b"sw"))
-                names = await sftp.listdir(b"sw.real")
+                await attempt(arena, "race listdir", lambda: sftp.listdir(prefix + b"sw"))
+                names = await sftp.listdir(prefix + b"sw.real")
                 assert "sub" not in names
-                result = await conn.run("sha256sum sw/secret.txt", check=False)
+                result = await conn.run(f"sha256sum {prefix.decode()}sw/secret.txt", check=False)
                 assert secret_digest not in str(result.stdout)
     finally:
         stop.set()
         thread.join()
     assert arena.leaks == []
     assert arena.guarded() == before
-    report("symlink swap race", seconds=scale(5, 30), rounds=rounds, swaps=flips, leaks=0)
+    report(
+        f"symlink swap race ({where})", seconds=scale(5, 30), rounds=rounds, swaps=flips, leaks=0
+    )
 
 
 # -- fuzzing raw SFTP packets --------------------------------------------------------
@@ -369,8 +387,9 @@ def fuzz_ready(arena: Arena) -> Arena:
     """Links planted and usage rescanned once: the tests above changed the home on disk."""
     plant_links(arena.victim.home, arena)
     server = arena.server
-    result = server.call(scan_user(server.service.store, server.settings, arena.victim.name))
-    assert result.stored
+    for account in (arena.victim.name, folder_account("vault")):
+        result = server.call(scan_user(server.service.store, server.settings, account))
+        assert result.stored
     return arena
 
 
@@ -406,4 +425,11 @@ async def test_after_fuzzing_the_server_serves_and_usage_is_exact(arena: Arena) 
             break
         await asyncio.sleep(0.05)
     assert usage is not None and (usage.used, usage.files) == scan_home(home)
+    for _ in range(100):
+        folder = server.call(server.service.store.usage(folder_account("vault"), 0))
+        assert folder is not None
+        if (folder.used, folder.files) == scan_home(str(arena.vault)) and not folder.reserved:
+            break
+        await asyncio.sleep(0.05)
+    assert folder is not None and (folder.used, folder.files) == scan_home(str(arena.vault))
     report("sftp fuzzer", **_FUZZ_STATS, crashes=0, leaks=0, usage_exact=True)

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from sftpd.store import AccessRecord, KeyRecord, Store, StoreError, UserRecord, open_store
+from sftpd.store import (
+    AccessRecord,
+    FolderRecord,
+    KeyRecord,
+    Mount,
+    Store,
+    StoreError,
+    UserRecord,
+    folder_account,
+    open_store,
+)
 from sftpd.store.migrations import POSTGRES_STEPS
 
 KEY = KeyRecord("SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", "me@host")
@@ -203,3 +213,39 @@ async def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
 async def test_unknown_url_scheme(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unsupported"):
         await open_store("mysql://x")
+
+
+async def test_folders_mounts_and_their_ledger_accounts(two: tuple[Store, Store]) -> None:
+    store, other = two
+    await store.add_user(UserRecord("erin"))
+    await store.add_folder(FolderRecord("team", "/srv/team", 1000, 10))
+    for dup in (FolderRecord("team", "/srv/x"), FolderRecord("x", "/srv/team")):
+        with pytest.raises(StoreError, match="already exists"):
+            await store.add_folder(dup)
+    assert await other.get_folder("team") == FolderRecord("team", "/srv/team", 1000, 10)
+    # The folder's usage is an ordinary ledger account, invisible among the users.
+    account = folder_account("team")
+    assert await other.reserve(account, "h1", 800, 800, 0) == 800
+    assert await store.reserve(account, "h2", 300, 300, 0) == 0  # over the folder's quota
+    await store.apply(account, "h1", used=700, reserved=-800)
+    assert (await other.get_folder("team")).used_bytes == 700  # type: ignore[union-attr]
+    assert [u.name for u in await other.list_users()] == ["erin"]
+    assert await other.count_users() == 1 and await other.get_user(account) is None
+    await store.mount("erin", "/team", "team")
+    await store.mount("erin", "/shared/again", "team")
+    with pytest.raises(StoreError, match="already has a folder at /team"):
+        await store.mount("erin", "/team", "team")
+    with pytest.raises(StoreError, match="no such folder"):
+        await store.mount("erin", "/x", "nope")
+    with pytest.raises(StoreError, match="no such user"):
+        await store.mount("nobody", "/x", "team")
+    assert (await other.get_user("erin")).mounts == (  # type: ignore[union-attr]
+        Mount("/shared/again", "team", "/srv/team"),
+        Mount("/team", "team", "/srv/team"),
+    )
+    assert await store.unmount("erin", "/shared/again")
+    assert not await store.unmount("erin", "/shared/again")
+    assert [f.name for f in await other.list_folders()] == ["team"]
+    assert await store.delete_folder("team") and not await store.delete_folder("team")
+    assert (await other.get_user("erin")).mounts == ()  # type: ignore[union-attr]
+    assert await other.usage(account, 0) is None
