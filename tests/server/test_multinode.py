@@ -1,4 +1,5 @@
-"""Two nodes, one PostgreSQL, one data dir: quota, user changes, blocks and a dead node."""
+"""Two nodes, one PostgreSQL, one data dir: quota (a home and a shared folder), user changes,
+blocks and a dead node."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import asyncssh
 import pytest
 
 from sftpd.core.quota import scan_home
+from sftpd.store import folder_account
 from tests.support import Serve, Xfer, known_hosts, run
 
 MiB = 1024 * 1024
@@ -95,6 +97,20 @@ async def test_two_nodes_share_quota_users_blocks_and_survive_a_dead_node(
         used, files, reserved, _ = await wait_exact(pg_url, "nina", home)
         assert (used, files, reserved) == (*scan_home(str(home)), 0)
         assert quota - 2 * 128 * 1024 < used <= quota, (written, used)
+
+        # 1b. A shared folder written through both nodes at once stays exact to its own quota.
+        folder_quota = 10 * MiB + 99
+        shared = tmp_path / "shared"
+        assert run(tmp_path, "folder", "add", "pool", str(shared), "--quota",
+                   str(folder_quota)).returncode == 0  # fmt: skip
+        assert run(tmp_path, "user", "folder", "add", "nina", "pool", "/f").returncode == 0
+        await asyncio.gather(
+            fill(a.port, hosts_a, key, "/f/via-a"), fill(b.port, hosts_b, key, "/f/via-b")
+        )
+        row = await wait_exact(pg_url, folder_account("pool"), shared)
+        assert row[:3] == (*scan_home(str(shared)), 0)
+        assert folder_quota - 2 * 128 * 1024 < row[0] <= folder_quota
+        assert (await ledger(pg_url, "nina"))[:2] == (used, files)  # not the user's bytes
 
         # 2. A user disabled through one node's CLI is refused by both at next login.
         assert run(tmp_path, "user", "disable", "nina").returncode == 0
