@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftpd.core.uploads import UPLOAD_MODES
 from sftpd.sizes import parse_size
 from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
 
@@ -150,6 +151,9 @@ class Settings:
                       shown="sqlite in the data dir", where="global")  # fmt: skip
     node_timeout: float = setting(
         60.0, _seconds, "Seconds without a heartbeat before a process counts as dead.", shown="60"
+    )
+    upload_mode: str = setting(
+        "standard", _choice(UPLOAD_MODES), "standard | atomic | atomic-resume (docs/automation.md)."
     )
     ciphers: tuple[str, ...] = setting(
         SUPPORTED_CIPHERS, _ciphers, "Ciphers to offer, comma-separated; the client picks.",

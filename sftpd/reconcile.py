@@ -9,6 +9,7 @@ count in-flight bytes twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from sftpd.config import Settings
 from sftpd.core.quota import scan_home
-from sftpd.store import FOLDER_ACCOUNT_PREFIX, Store
+from sftpd.core.uploads import leftovers
+from sftpd.store import FOLDER_ACCOUNT_PREFIX, Store, folder_account
 
 log = logging.getLogger("sftpd.reconcile")
 
@@ -27,6 +29,11 @@ log = logging.getLogger("sftpd.reconcile")
 def new_holder_id() -> str:
     """Identifies this process's reservations: ``host:pid:random``."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_tag(holder: str) -> str:
+    """The random part of a holder id: short, unique, safe in a file name."""
+    return holder.rsplit(":", 1)[-1]
 
 
 def holder_is_dead(holder: str) -> bool:
@@ -109,3 +116,37 @@ async def reconcile_dead_holders(
         except LookupError:
             continue
     return results
+
+
+async def remove_leftover_uploads(store: Store, settings: Settings) -> list[str]:
+    """Remove temporary files of atomic uploads whose server process is gone (a crash), then
+    rescan the homes and folders they were in. Returns the paths removed."""
+    live = {holder_tag(h) for h in await store.holders_seen()}
+    folders = {f.path: folder_account(f.name) for f in await store.list_folders()}
+    tops = [str(settings.homes_dir), *folders]
+
+    def sweep() -> list[str]:
+        removed = []
+        for path in leftovers((t for t in tops if os.path.isdir(t)), live):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(path)
+        return removed
+
+    removed = await asyncio.to_thread(sweep)
+    accounts = {_account_of(path, settings, folders) for path in removed} - {None}
+    for account in sorted(a for a in accounts if a):
+        with contextlib.suppress(LookupError):
+            await scan_user(store, settings, account)
+    if removed:
+        log.info("leftover uploads removed", extra={"files": len(removed)})
+    return removed
+
+
+def _account_of(path: str, settings: Settings, folders: dict[str, str]) -> str | None:
+    """The ledger account a path is counted in: a folder's, or the home's user."""
+    for top, account in folders.items():
+        if path.startswith(top.rstrip("/") + "/"):
+            return account
+    rel = os.path.relpath(path, settings.homes_dir)
+    return None if rel.startswith("..") else rel.split(os.sep, 1)[0]

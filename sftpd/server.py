@@ -22,7 +22,12 @@ from sftpd.core.access import ACCESS_REFRESH, Access
 from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
-from sftpd.reconcile import new_holder_id, reconcile_dead_holders
+from sftpd.reconcile import (
+    holder_tag,
+    new_holder_id,
+    reconcile_dead_holders,
+    remove_leftover_uploads,
+)
 from sftpd.store import AccessRecord, Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
@@ -59,6 +64,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.holder = new_holder_id()
+        self.process_tag = holder_tag(self.holder)
         self.connections: set[Connection] = set()
         self.defender = Defender(store, settings)
         self._connection_ids = itertools.count(1)
@@ -257,6 +263,7 @@ async def prepare(settings: Settings) -> list[HostKey]:
     store = await open_service_store(settings)
     try:
         await reconcile_dead_holders(store, settings)
+        await remove_leftover_uploads(store, settings)
     finally:
         await store.close()
     try:

@@ -48,6 +48,7 @@ def serve_cmd(
     workers: Annotated[int | None, _opt("workers")] = None,
     ciphers: Annotated[str | None, _opt("ciphers")] = None,
     node_timeout: Annotated[float | None, _opt("node_timeout")] = None,
+    upload_mode: Annotated[str | None, _opt("upload_mode")] = None,
     demo: Annotated[
         bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
     ] = True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sftpd.core.errors import PermissionDenied, from_oserror
@@ -121,6 +122,7 @@ class OpenFile:
         mode: OpenMode,
         ledger: QuotaLedger | None = None,
         inode: Inode | None = None,
+        finish: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         self.fd = fd
         self.vpath = vpath
@@ -128,6 +130,7 @@ class OpenFile:
         self.closed = False
         self._ledger = ledger
         self._inode = inode
+        self._finish = finish  # an atomic upload: put the file in place (or not) after close
 
     def read(self, offset: int, size: int) -> bytes:
         if not self.mode.read:
@@ -224,8 +227,9 @@ class OpenFile:
         except OSError as exc:
             raise from_oserror(exc) from None
 
-    async def close(self) -> None:
-        """Close and settle: the ledger learns the file's true final size."""
+    async def close(self, completed: bool = True) -> None:
+        """Close and settle: the ledger learns the file's true final size. ``completed`` is
+        False when the session ended without the client closing the file (a broken upload)."""
         if self.closed:
             return
         self.closed = True
@@ -235,3 +239,5 @@ class OpenFile:
             os.close(self.fd)
         if self._ledger is not None and self._inode is not None:
             await self._ledger.close_inode(self._inode, size)
+        if self._finish is not None:
+            await self._finish(completed)

@@ -41,6 +41,7 @@ from sftpd.core.errors import (
     OutsideHome,
     from_oserror,
 )
+from sftpd.core.uploads import is_temp
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -171,6 +172,8 @@ class Jail:
         try:
             while pending:
                 part = pending.pop()
+                if is_temp(part):  # an upload in progress: not there for clients
+                    raise NotFound()
                 if part == "..":
                     if stack:
                         os.close(stack.pop()[1])

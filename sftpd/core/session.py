@@ -9,6 +9,7 @@ account.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -38,6 +39,7 @@ from sftpd.core.files import (
 from sftpd.core.jail import Jail, Location, lexical_parts, link_target_for_disk, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted
+from sftpd.core.uploads import is_temp, temp_name
 
 audit = logging.getLogger("sftpd.audit")
 
@@ -75,6 +77,8 @@ class Session:
         addr: str = "local",
         access: Access | None = None,
         folders: Sequence[Folder] = (),
+        upload_mode: str = "standard",
+        process_tag: str = "0",
     ) -> None:
         self.user = user
         self.addr = addr  # the client's address, for audit lines
@@ -82,6 +86,8 @@ class Session:
         self.ledger = ledger
         self.folders = {f.at: f for f in folders}
         self.access = access or Access(user)
+        self.upload_mode = upload_mode
+        self.process_tag = process_tag  # this server process, in temporary upload names
         for counted in (ledger, *(f.ledger for f in folders)):
             counted.session_opened()
         self._closed = False
@@ -139,6 +145,8 @@ class Session:
 
     async def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
         with self._op("open"), self.jail.locate(path) as loc:
+            if self._atomic(mode) and loc.name != ".":
+                return await self._open_atomic(loc, mode, permissions & PERMISSION_MASK)
             fd, created = self._open_at(loc, mode, permissions & PERMISSION_MASK)
             if not created and mode.write and "overwrite" not in self._allowed(loc):
                 os.close(fd)
@@ -170,6 +178,71 @@ class Session:
                     await handle.close()
                     raise
             return handle
+
+    def _atomic(self, mode: OpenMode) -> bool:
+        """A new upload (write, create, truncate) in an atomic mode goes to a temporary file."""
+        return (
+            self.upload_mode != "standard"
+            and mode.write
+            and mode.create
+            and mode.truncate
+            and not mode.exclusive
+        )
+
+    async def _open_atomic(self, loc: Location, mode: OpenMode, permissions: int) -> OpenFile:
+        """Write under a hidden name beside the target; :meth:`_put_in_place` finishes."""
+        try:
+            old: os.stat_result | None = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        if old is not None and stat.S_ISDIR(old.st_mode):
+            raise IsADirectory()
+        if old is not None and not stat.S_ISREG(old.st_mode):
+            raise PermissionDenied("permission denied: not a regular file")
+        self._require("overwrite" if old is not None else "upload", _directory(loc))
+        if mode.read:
+            self._require("download", _directory(loc))
+        temp = Location(
+            loc.dir_fd, temp_name(self.process_tag), (*loc.parts[:-1], "tmp"), loc.mount
+        )
+        fd = os.open(temp.name, mode.os_flags() | os.O_CREAT | os.O_EXCL, permissions,
+                     dir_fd=loc.dir_fd)  # fmt: skip
+        try:
+            st = os.fstat(fd)
+            await self._count_new_file(temp, st)
+            dir_fd = os.dup(loc.dir_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        ledger = self._ledger(loc)
+        finish = functools.partial(self._put_in_place, dir_fd, temp.name, loc.name, ledger)
+        return OpenFile(fd, loc.vpath, mode, ledger, ledger.open_inode(st), finish)
+
+    async def _put_in_place(
+        self, dir_fd: int, temp: str, name: str, ledger: QuotaLedger, completed: bool
+    ) -> None:
+        """After the close: rename the temporary file over the target (a broken upload too in
+        ``atomic-resume``), or remove it; the ledger forgets what was replaced or removed."""
+        try:
+            st = os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
+            if not completed and self.upload_mode != "atomic-resume":
+                os.unlink(temp, dir_fd=dir_fd)
+                await self._forget(st, ledger)
+                return
+            try:
+                old: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                old = None
+            try:
+                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                os.unlink(temp, dir_fd=dir_fd)
+                await self._forget(st, ledger)
+                raise from_oserror(exc) from None
+            if old is not None and (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino):
+                await self._forget(old, ledger)
+        finally:
+            os.close(dir_fd)
 
     def _allowed(self, loc: Location) -> frozenset[str]:
         return self.access.permissions.at(_directory(loc))
@@ -336,7 +409,7 @@ class Session:
             yield from sorted(mounts.items())
             with os.scandir(fd) as it:
                 for entry in it:
-                    if entry.name in mounts:
+                    if entry.name in mounts or is_temp(entry.name):
                         continue
                     try:
                         yield entry.name, entry.stat(follow_symlinks=False)

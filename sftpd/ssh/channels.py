@@ -60,7 +60,9 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
             conn.spawn(self._sftp(SftpdHandler(server, stdin, stdout, 3), server, chan))
         elif command and command.startswith("scp "):
             conn.touch()
-            result = run_scp_server(conn.new_sftp_server(chan), command, stdin, stdout, stderr)
+            server = conn.new_sftp_server(chan)
+            server.watch_input(stdin.at_eof)
+            result = run_scp_server(server, command, stdin, stdout, stderr)
             if result is not None:
                 conn.spawn(result)  # type: ignore[arg-type]
         else:

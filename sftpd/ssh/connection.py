@@ -313,7 +313,14 @@ class Connection(asyncssh.SSHServer):
         home = self.service.settings.homes_dir / name
         access = self.service.access(name, self._user.access)
         session = Session(
-            name, str(home), self.service.ledger(name), self.addr, access, self._folders()
+            name,
+            str(home),
+            self.service.ledger(name),
+            self.addr,
+            access,
+            self._folders(),
+            upload_mode=self.service.settings.upload_mode,
+            process_tag=self.service.process_tag,
         )
         return SftpdServer(chan, session, self.touch)
 

@@ -148,6 +148,7 @@ class SftpdServer(asyncssh.SFTPServer):
         self.on_activity = on_activity
         self._files: set[OpenFile] = set()
         self._quota_told_at = -QUOTA_LINE_INTERVAL
+        self._input_ended: Callable[[], bool] = lambda: False
 
     def format_user(self, uid: int | None) -> str:
         return self.session.user
@@ -164,9 +165,16 @@ class SftpdServer(asyncssh.SFTPServer):
         return f
 
     async def close(self, file_obj: object) -> None:
+        """A client's CLOSE completes an upload. asyncssh's SCP sink also closes the file when
+        the connection drops mid-file: a closing channel means the upload broke off."""
         assert isinstance(file_obj, OpenFile)
         self._files.discard(file_obj)
-        await _acall(file_obj.close)
+        broken = self.channel.is_closing() or self._input_ended()
+        await _acall(file_obj.close, not broken)
+
+    def watch_input(self, ended: Callable[[], bool]) -> None:
+        """For SCP: ``ended`` says the client's data stream ended (a killed client)."""
+        self._input_ended = ended
 
     async def _quota_guard(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn``; a QuotaExceeded also goes to the channel's stderr as one human line.
@@ -294,7 +302,7 @@ class SftpdServer(asyncssh.SFTPServer):
         files, self._files = list(self._files), set()
         for f in files:
             try:
-                await f.close()
+                await f.close(completed=False)
             except errors.SftpdError as exc:
                 log.warning("closing a file failed", extra={"user": self.session.user,
                             "error": exc.message})  # fmt: skip

@@ -1,0 +1,44 @@
+"""Upload modes: where a file opened for writing with truncation is written.
+
+* ``standard``: in place (a broken upload leaves a partial file, which resume continues);
+* ``atomic``: under a hidden temporary name in the same directory, renamed over the target
+  when the client's CLOSE succeeds; a broken upload removes it, the old target untouched;
+* ``atomic-resume``: as ``atomic``, but a broken upload is moved into place so that
+  ``reput``, ``xfer put --resume`` or ``lftp put -c`` can continue it.
+
+Temporary names start with :data:`TEMP_PREFIX`; the jail refuses that name in any path, so
+a client can neither list nor open one. The name carries the server process's token, so a
+start of the server removes only leftovers of processes that are gone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+
+UPLOAD_MODES = ("standard", "atomic", "atomic-resume")
+TEMP_PREFIX = ".sftpd-part-"
+
+
+def temp_name(token: str) -> str:
+    """A fresh temporary name for a process whose token is ``token``."""
+    return f"{TEMP_PREFIX}{token}-{secrets.token_hex(8)}"
+
+
+def is_temp(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX)
+
+
+def token_of(name: str) -> str:
+    return name[len(TEMP_PREFIX) :].rsplit("-", 1)[0]
+
+
+def leftovers(tops: Iterable[str], live_tokens: set[str]) -> Iterator[str]:
+    """Paths of temporary files below ``tops`` whose process is not live (no symlinks
+    followed). Blocking: run it in a thread."""
+    for top in tops:
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                if is_temp(name) and token_of(name) not in live_tokens:
+                    yield os.path.join(dirpath, name)
