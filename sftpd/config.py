@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sftpd.core.uploads import UPLOAD_MODES
+from sftpd.events.hooks import Hook, parse_hooks
 from sftpd.sizes import parse_size
 from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
 
@@ -152,6 +153,8 @@ class Settings:
     node_timeout: float = setting(
         60.0, _seconds, "Seconds without a heartbeat before a process counts as dead.", shown="60"
     )
+    hook_queue: int = setting(1000, _positive, "Events waiting for hooks before new ones drop.")
+    hook_concurrency: int = setting(4, _positive, "Hooks running at once, per process.")
     upload_mode: str = setting(
         "standard", _choice(UPLOAD_MODES), "standard | atomic | atomic-resume (docs/automation.md)."
     )
@@ -159,6 +162,9 @@ class Settings:
         SUPPORTED_CIPHERS, _ciphers, "Ciphers to offer, comma-separated; the client picks.",
         shown="all but CBC; see README",
     )  # fmt: skip
+
+    # Not a setting with a flag: the [[hooks]] tables of the TOML file (sftpd/events/hooks.py).
+    hooks: tuple[Hook, ...] = ()
 
     @property
     def homes_dir(self) -> Path:
@@ -169,7 +175,7 @@ class Settings:
         return self.db or f"sqlite:///{self.data_dir / 'sftpd.db'}"
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+FIELDS = {f.name: f for f in dataclasses.fields(Settings) if "parse" in f.metadata}
 
 
 def flag_of(name: str) -> str:
@@ -196,7 +202,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"bad setting {name}={value!r}: {exc}") from None
 
 
-def _from_toml(path: Path) -> dict[str, Any]:
+def _from_toml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -207,8 +213,15 @@ def _from_toml(path: Path) -> dict[str, Any]:
     section = data.get("server", data)
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [server] must be a table")
-    out = {}
+    out: dict[str, Any] = {}
+    if "hooks" in data:
+        try:
+            out["hooks"] = parse_hooks(data["hooks"], env)
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
     for key, value in section.items():
+        if key == "hooks" and section is data:
+            continue
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
@@ -242,7 +255,7 @@ def load_settings(
         Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None
     )
     if path is not None:
-        merged.update(_from_toml(path))
+        merged.update(_from_toml(path, env))
     merged.update(_from_env(env))
     for name, value in (flags or {}).items():
         if value is not None:

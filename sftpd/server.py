@@ -21,6 +21,7 @@ from sftpd.config import ConfigError, Settings
 from sftpd.core.access import ACCESS_REFRESH, Access
 from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
+from sftpd.events.bus import EventBus
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
 from sftpd.reconcile import (
     holder_tag,
@@ -67,6 +68,7 @@ class Service:
         self.process_tag = holder_tag(self.holder)
         self.connections: set[Connection] = set()
         self.defender = Defender(store, settings)
+        self.bus = EventBus(settings.hooks, settings.hook_queue, settings.hook_concurrency)
         self._connection_ids = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self._keeper: asyncio.Task[None] | None = None
@@ -210,6 +212,7 @@ class Service:
                     f"cannot listen on {addr}:{settings.port}: {exc.strerror}"
                 ) from None
             self._servers.append(server)
+        self.bus.start()
         self._keeper = asyncio.get_running_loop().create_task(self.keep_alive())
         self._refresher = asyncio.get_running_loop().create_task(self.refresh_access())
 
@@ -234,6 +237,7 @@ class Service:
             _, pending = await asyncio.wait(list(self._background), timeout=DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
+        await self.bus.stop(DRAIN_SECONDS)
         with contextlib.suppress(StoreError):  # gone cleanly: nothing for others to release
             await self.store.drop_holder(self.holder)
 

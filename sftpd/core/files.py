@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sftpd.core.errors import PermissionDenied, from_oserror
+from sftpd.core.errors import PermissionDenied, SftpdError, from_oserror
 from sftpd.core.quota import Inode, QuotaLedger
 
 #: Bytes per step of a server-side copy (copy_file_range or pread/pwrite), in a worker thread.
@@ -122,7 +123,7 @@ class OpenFile:
         mode: OpenMode,
         ledger: QuotaLedger | None = None,
         inode: Inode | None = None,
-        finish: Callable[[bool], Awaitable[None]] | None = None,
+        finish: Callable[[OpenFile, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.fd = fd
         self.vpath = vpath
@@ -130,30 +131,42 @@ class OpenFile:
         self.closed = False
         self._ledger = ledger
         self._inode = inode
-        self._finish = finish  # an atomic upload: put the file in place (or not) after close
+        self._finish = finish  # after the close: an atomic upload's rename, the event
+        self.opened_at = time.monotonic()
+        self.moved = 0  # bytes read or written through this handle
+        self.failed = False  # a write was refused (quota) or failed: not a complete upload
+        self.final_size = 0
 
     def read(self, offset: int, size: int) -> bytes:
         if not self.mode.read:
             raise PermissionDenied("permission denied: file not open for reading")
         try:
-            return os.pread(self.fd, size, offset)
+            data = os.pread(self.fd, size, offset)
         except OSError as exc:
             raise from_oserror(exc) from None
+        self.moved += len(data)
+        return data
 
     async def write(self, offset: int, data: bytes) -> int:
         if not self.mode.write or self._ledger is None or self._inode is None:
             raise PermissionDenied("permission denied: file not open for writing")
         end = offset + len(data)
         if end > self._inode.counted:
-            await self._ledger.resize(self._inode, end)
+            try:
+                await self._ledger.resize(self._inode, end)
+            except SftpdError:
+                self.failed = True
+                raise
         view = memoryview(data)
         done = 0
         try:
             while done < len(view):
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as exc:
+            self.failed = True
             await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
             raise from_oserror(exc) from None
+        self.moved += done
         return done
 
     async def copy_from(self, src: OpenFile, src_offset: int, length: int, offset: int) -> int:
@@ -194,6 +207,7 @@ class OpenFile:
             if copied != count:  # failed or the source shrank: count what is really there
                 await self._ledger.resize(self._inode, os.fstat(self.fd).st_size)
         await self._ledger.flush_or_defer()
+        self.moved += copied
         return copied
 
     def stat(self) -> os.stat_result:
@@ -234,10 +248,10 @@ class OpenFile:
             return
         self.closed = True
         try:
-            size = os.fstat(self.fd).st_size
+            size = self.final_size = os.fstat(self.fd).st_size
         finally:
             os.close(self.fd)
         if self._ledger is not None and self._inode is not None:
             await self._ledger.close_inode(self._inode, size)
         if self._finish is not None:
-            await self._finish(completed)
+            await self._finish(self, completed)

@@ -13,7 +13,8 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from sftpd.core.jail import Jail, Location, lexical_parts, link_target_for_disk,
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted
 from sftpd.core.uploads import is_temp, temp_name
+from sftpd.events import Emit, Event, no_emit
 
 audit = logging.getLogger("sftpd.audit")
 
@@ -79,10 +81,15 @@ class Session:
         folders: Sequence[Folder] = (),
         upload_mode: str = "standard",
         process_tag: str = "0",
+        emit: Emit = no_emit,
+        protocol: str = "sftp",
     ) -> None:
         self.user = user
         self.addr = addr  # the client's address, for audit lines
         self.jail = Jail(home, {f.at: f.path for f in folders})
+        self.home = home
+        self.emit = emit  # events, after an operation succeeded (sftpd/events)
+        self.protocol = protocol
         self.ledger = ledger
         self.folders = {f.at: f for f in folders}
         self.access = access or Access(user)
@@ -151,6 +158,7 @@ class Session:
             if not created and mode.write and "overwrite" not in self._allowed(loc):
                 os.close(fd)
                 self._require("overwrite", _directory(loc))
+            finish = functools.partial(self._finished, None)
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
@@ -160,7 +168,7 @@ class Session:
                         else PermissionDenied("permission denied: not a regular file")
                     )
                 if not mode.write:
-                    return OpenFile(fd, loc.vpath, mode)
+                    return OpenFile(fd, loc.vpath, mode, finish=finish)
                 if created:
                     await self._count_new_file(loc, st)
                 elif not mode.truncate:
@@ -170,12 +178,12 @@ class Session:
                 raise
             ledger = self._ledger(loc)
             inode = ledger.open_inode(st)
-            handle = OpenFile(fd, loc.vpath, mode, ledger, inode)
+            handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish)
             if mode.truncate and st.st_size:
                 try:
                     await resize_fd(ledger, inode, fd, 0)
                 except BaseException:
-                    await handle.close()
+                    await handle.close(completed=False)
                     raise
             return handle
 
@@ -215,8 +223,44 @@ class Session:
             os.close(fd)
             raise
         ledger = self._ledger(loc)
-        finish = functools.partial(self._put_in_place, dir_fd, temp.name, loc.name, ledger)
+        place = functools.partial(self._put_in_place, dir_fd, temp.name, loc.name, ledger)
+        finish = functools.partial(self._finished, place)
         return OpenFile(fd, loc.vpath, mode, ledger, ledger.open_inode(st), finish)
+
+    async def _finished(
+        self, place: Callable[[bool], Awaitable[None]] | None, f: OpenFile, completed: bool
+    ) -> None:
+        """After a file's close: an atomic upload goes into place, then the event."""
+        if place is not None:
+            await place(completed)
+        if not completed or f.failed or (self.protocol == "exec" and not f.mode.write):
+            return  # a broken or refused transfer, or a checksum command's read
+        self.emit(
+            Event(
+                "upload" if f.mode.write else "download",
+                self.user,
+                self.addr,
+                self.protocol,
+                f.vpath,
+                local_path=self.local_path(f.vpath),
+                size=f.final_size,
+                bytes=f.moved,
+                duration=round(time.monotonic() - f.opened_at, 6),
+            )
+        )
+
+    def _event(self, name: str, path: str, target: str = "") -> None:
+        self.emit(
+            Event(name, self.user, self.addr, self.protocol, path, target,
+                  self.local_path(path), self.local_path(target) if target else "")
+        )  # fmt: skip
+
+    def local_path(self, vpath: str) -> str:
+        """Where a canonical virtual path is on the server's disk (for hooks only)."""
+        parts = _parts(vpath)
+        if parts and parts[0] in self.folders:
+            return os.path.join(self.folders[parts[0]].path, *parts[1:])
+        return os.path.join(self.home, *parts)
 
     async def _put_in_place(
         self, dir_fd: int, temp: str, name: str, ledger: QuotaLedger, completed: bool
@@ -422,6 +466,7 @@ class Session:
         with self._op("mkdir"), self.jail.locate(path, follow=False) as loc:
             self._require("mkdir", _directory(loc))
             os.mkdir(loc.name, permissions & PERMISSION_MASK, dir_fd=loc.dir_fd)
+            self._event("mkdir", loc.vpath)
 
     def rmdir(self, path: str) -> None:
         with self._op("rmdir"), self.jail.locate(path, follow=False) as loc:
@@ -429,6 +474,7 @@ class Session:
                 raise PermissionDenied("permission denied: cannot remove this directory")
             self._require("rmdir", _directory(loc))
             os.rmdir(loc.name, dir_fd=loc.dir_fd)
+            self._event("rmdir", loc.vpath)
 
     # -- names -------------------------------------------------------------------
 
@@ -440,6 +486,7 @@ class Session:
             st = require_exists(loc)
             os.unlink(loc.name, dir_fd=loc.dir_fd)
             await self._forget(st, self._ledger(loc))
+            self._event("delete", loc.vpath)
 
     @staticmethod
     async def _forget(st: os.stat_result, ledger: QuotaLedger) -> None:
@@ -473,6 +520,7 @@ class Session:
                 src_st.st_ino,
             ):
                 await self._forget(dst_st, self._ledger(dst))
+            self._event("rename", src.vpath, dst.vpath)
 
     def _require_rename(
         self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None

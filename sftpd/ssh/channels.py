@@ -60,7 +60,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
             conn.spawn(self._sftp(SftpdHandler(server, stdin, stdout, 3), server, chan))
         elif command and command.startswith("scp "):
             conn.touch()
-            server = conn.new_sftp_server(chan)
+            server = conn.new_sftp_server(chan, "scp")
             server.watch_input(stdin.at_eof)
             result = run_scp_server(server, command, stdin, stdout, stderr)
             if result is not None:
@@ -95,7 +95,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         conn = self._owner
         conn.touch()
         chan = cast(asyncssh.SSHServerChannel[bytes], stdout.channel)
-        server = conn.new_sftp_server(chan)
+        server = conn.new_sftp_server(chan, "exec")
         pty = chan.get_terminal_type() is not None
         ctx = ExecContext(server.session, stdin, stdout, stderr, pty)
         status = 1

@@ -18,6 +18,7 @@ import asyncssh
 
 from sftpd.core.limits import address_allowed, expired, parse_networks
 from sftpd.core.session import Folder, Session
+from sftpd.events import Event
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
 from sftpd.ssh.compat import skip_cbc_countermeasure
@@ -124,6 +125,7 @@ class Connection(asyncssh.SSHServer):
                 "logout",
                 extra={"event": "logout", "user": self.username, "addr": self.addr},
             )
+            self.service.bus.emit(Event("logout", self.username, self.addr, "ssh"))
 
     def close(self, reason: str) -> None:
         if self._conn is not None:
@@ -223,6 +225,9 @@ class Connection(asyncssh.SSHServer):
 
     def _failed(self, username: str, method: str, reason: str, **fields: str) -> bool:
         self._failures += 1
+        self.service.bus.emit(
+            Event("login-failed", username[:64], self.addr, "ssh", reason=f"{method}: {reason}")
+        )
         audit(
             "login failed",
             event="login",
@@ -287,6 +292,7 @@ class Connection(asyncssh.SSHServer):
             method=self._method,
             outcome="ok",
         )
+        self.service.bus.emit(Event("login", user.name, self.addr, "ssh", reason=self._method))
         self._admit_sessions(True)
         self.touch()
 
@@ -307,7 +313,11 @@ class Connection(asyncssh.SSHServer):
             )
         return ChannelSession(self)
 
-    def new_sftp_server(self, chan: asyncssh.SSHServerChannel) -> SftpdServer:  # type: ignore[type-arg]
+    def new_sftp_server(
+        self,
+        chan: asyncssh.SSHServerChannel,  # type: ignore[type-arg]
+        protocol: str = "sftp",
+    ) -> SftpdServer:
         assert self._user is not None
         name = self._user.name
         home = self.service.settings.homes_dir / name
@@ -321,6 +331,8 @@ class Connection(asyncssh.SSHServer):
             self._folders(),
             upload_mode=self.service.settings.upload_mode,
             process_tag=self.service.process_tag,
+            emit=self.service.bus.emit,
+            protocol=protocol,
         )
         return SftpdServer(chan, session, self.touch)
 

@@ -30,6 +30,7 @@ from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range
 from sftpd.core.files import AttrChanges, OpenFile, OpenMode
 from sftpd.core.limits import Pacer
 from sftpd.core.session import Session
+from sftpd.events import Event
 from sftpd.logs import audit
 from sftpd.ssh.compat import (
     FXP_EXTENDED_REPLY,
@@ -188,6 +189,9 @@ class SftpdServer(asyncssh.SFTPServer):
             if now - self._quota_told_at > QUOTA_LINE_INTERVAL:  # pipelined writes fail together
                 self._quota_told_at = now
                 self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
+                session = self.session  # one event per burst, like the line
+                session.emit(Event("quota-exceeded", session.user, session.addr,
+                                   session.protocol, reason=exc.message))  # fmt: skip
             audit(
                 "quota exceeded",
                 event="quota",

@@ -1,0 +1,216 @@
+"""Event hooks with a real HTTP server and a real command: what arrives, when, and that a
+slow or failing hook never slows a transfer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from sftpd.events import EVENT_NAMES
+from sftpd.events.actions import signature
+from sftpd.events.hooks import Hook
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
+
+SECRET = "s3cret-for-tests"
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every POST (and can fail some first)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.fail_left = fail_first
+        self.attempts = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.attempts += 1
+                if outer.fail_left > 0:
+                    outer.fail_left -= 1
+                    self.send_response(503)
+                else:
+                    outer.requests.append((dict(self.headers), body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def recorder(tmp: Path) -> tuple[tuple[str, ...], Path]:
+    """A command hook that appends the event, its env name and the size of the file it
+    names as seen when the hook ran."""
+    out = tmp / "ran.jsonl"
+    script = tmp / "record.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "event = json.load(sys.stdin)\n"
+        "p = event.get('local_path', '')\n"
+        "seen = os.stat(p).st_size if p and os.path.isfile(p) else None\n"
+        f"with open({str(out)!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'event': event, 'env': os.environ.get('SFTPD_EVENT_NAME'),\n"
+        "                        'seen': seen}) + '\\n')\n"
+    )
+    return (sys.executable, str(script)), out
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_until(condition: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def hooked(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> Iterator[tuple[LiveServer, Path]]:
+    tmp = tmp_path_factory.mktemp("hooks")
+    command, out = recorder(tmp)
+    hooks = (
+        Hook(events=("upload",), paths=("/incoming/*",), command=command, timeout=20),
+        Hook(events=EVENT_NAMES, url=receiver.url, secret=SECRET, timeout=5),
+    )
+    server = start_live_server(tmp, hooks=hooks)
+    yield server, out
+    stop_live_server(server)
+
+
+def test_an_openssh_upload_is_one_event_after_the_close(
+    hooked: tuple[LiveServer, Path], receiver: Receiver, tmp_path: Path
+) -> None:
+    server, out = hooked
+    user = server.add_user()
+    (user.home / "incoming").mkdir()
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    (tmp_path / "in.bin").write_bytes(data)
+    r = server.sftp(
+        user, f"put {tmp_path / 'in.bin'} /incoming/in.bin\nput {tmp_path / 'in.bin'} /other.bin\n"
+    )
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: len(lines(out)) >= 1, "the command hook never ran")
+    wait_until(
+        lambda: sum(e["name"] == "upload" and e["user"] == user.name
+                    for e in receiver.events()) >= 2,
+        "the webhook never got the uploads",
+    )  # fmt: skip
+    [ran] = [x for x in lines(out) if x["event"]["user"] == user.name]  # the path filter held
+    event = ran["event"]
+    assert ran["env"] == "upload"
+    assert event["path"] == "/incoming/in.bin" and event["protocol"] == "sftp"
+    assert event["size"] == event["bytes"] == len(data)
+    assert ran["seen"] == len(data)  # the hook ran after the close: the file was complete
+    assert event["local_path"] == str(user.home / "incoming" / "in.bin")
+    assert event["addr"] == "127.0.0.1" and event["duration"] >= 0
+    uploads = [e for e in receiver.events() if e["name"] == "upload" and e["user"] == user.name]
+    assert [e["path"] for e in uploads] == ["/incoming/in.bin", "/other.bin"]  # once each
+    for headers, body in receiver.requests:
+        assert hmac.compare_digest(headers["X-Sftpd-Signature"], signature(SECRET, body))
+
+
+async def test_every_event_kind_arrives(
+    hooked: tuple[LiveServer, Path], receiver: Receiver
+) -> None:
+    server, _ = hooked
+    user = server.add_user(quota=4096)
+    with pytest.raises(asyncssh.PermissionDenied):
+        await server.connect(user, client_keys=None, password="wrong")
+    async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        await sftp.mkdir("/d")
+        async with sftp.open("/d/a.txt", "wb") as f:
+            await f.write(b"hello")
+        async with sftp.open("/d/a.txt", "rb") as f:
+            assert await f.read() == b"hello"
+        await sftp.rename("/d/a.txt", "/d/b.txt")
+        with pytest.raises(asyncssh.SFTPError):
+            async with sftp.open("/big.bin", "wb") as f:
+                await f.write(os.urandom(8192))
+        await sftp.remove("/d/b.txt")
+        await sftp.rmdir("/d")
+
+    def names() -> list[str]:
+        return [e["name"] for e in receiver.events() if e["user"] == user.name]
+
+    expected = ["login-failed", "login", "mkdir", "upload", "download", "rename",
+                "quota-exceeded", "delete", "rmdir", "logout"]  # fmt: skip
+    await asyncio.to_thread(wait_until, lambda: len(names()) >= len(expected), str(names()))
+    got = names()
+    assert sorted(got) == sorted(expected), got
+    rename = next(e for e in receiver.events() if e["name"] == "rename" and e["user"] == user.name)
+    assert (rename["path"], rename["target"]) == ("/d/a.txt", "/d/b.txt")
+
+
+async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None:
+    """Every upload triggers a hook that sleeps far longer than the whole test, one at a
+    time, and a webhook to a port nobody listens on: uploads go at full speed regardless."""
+    dead = Receiver()
+    dead_url = dead.url
+    dead.close()  # nothing listens there any more
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    hooks = (
+        Hook(
+            events=("upload",), users=("slowpoke",), command=(sys.executable, str(slow)), timeout=1
+        ),
+        Hook(events=("upload",), users=("slowpoke",), url=dead_url, timeout=1, retries=1),
+    )
+    server = start_live_server(tmp_path, hooks=hooks, hook_queue=4, hook_concurrency=1)
+    try:
+        slowpoke, plain = server.add_user("slowpoke"), server.add_user()
+
+        async def upload_many(user: User) -> float:
+            async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+                start = time.monotonic()
+                for i in range(40):
+                    async with sftp.open(f"f{i}", "wb") as f:
+                        await f.write(os.urandom(64 * 1024))
+                return time.monotonic() - start
+
+        without = await upload_many(plain)
+        with_hooks = await upload_many(slowpoke)
+        outcomes = server.service.bus.outcomes
+        print(f"40 uploads: {without:.2f} s without hooks, {with_hooks:.2f} s with a 30 s "
+              f"hook and a dead webhook each; outcomes {dict(outcomes)}")  # fmt: skip
+        assert with_hooks < 5 + 2 * without  # a blocking hook would take 40 x 1 s at least
+        assert outcomes["dropped"] >= 60  # 80 hook runs offered, 4 queued, 1 at a time
+        async with server.connect(plain) as conn, conn.start_sftp_client() as sftp:
+            assert len(await sftp.listdir(".")) == 42  # still serving
+    finally:
+        stop_live_server(server)
+    assert server.service.bus.outcomes["timeout"] + server.service.bus.outcomes["failed"] >= 1

@@ -1,0 +1,53 @@
+"""[[hooks]] in the TOML file: parsed into Settings.hooks, every mistake one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sftpd.config import ConfigError, load_settings
+from sftpd.events import Event
+from sftpd.events.hooks import Hook
+
+
+def test_hooks_load_from_the_toml_file(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        '[server]\nupload_mode = "atomic"\n\n'
+        '[[hooks]]\nevents = ["upload"]\npaths = ["/incoming/*"]\n'
+        'command = ["/bin/true", "--x"]\ntimeout = 5\n\n'
+        '[[hooks]]\nevents = ["upload", "delete"]\nusers = ["ana"]\n'
+        'url = "http://127.0.0.1:9/h"\nsecret_env = "HOOK_SECRET"\nretries = 0\n'
+    )
+    s = load_settings(conf, env={"HOOK_SECRET": "k"})  # secret_env reads the process env
+    assert s.upload_mode == "atomic"
+    first, second = s.hooks
+    assert first == Hook(("upload",), (), ("/incoming/*",), ("/bin/true", "--x"), "", 5.0, 2, "")
+    assert second.url.endswith("/h") and second.retries == 0 and second.users == ("ana",)
+    assert first.wants(Event("upload", "bob", path="/incoming/a.csv"))
+    assert not first.wants(Event("upload", "bob", path="/elsewhere/a.csv"))
+    assert not second.wants(Event("upload", "bob")) and second.wants(Event("delete", "ana"))
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('events = ["upload"]', "exactly one of command or url"),
+        ('events = ["uplod"]\ncommand = ["x"]', "unknown event 'uplod'"),
+        ('events = ["upload"]\ncommand = "rm -rf /"', "command must be a list of strings"),
+        ('events = ["upload"]\nurl = "ftp://x"', "url must start with http"),
+        ('events = ["upload"]\ncommand = ["x"]\ntimeout = 0', "timeout must be a positive"),
+        ('events = ["upload"]\ncommand = ["x"]\nshell = true', "unknown key 'shell'"),
+        ('events = ["upload"]\nurl = "http://x"\nsecret_env = "NOPE_UNSET"', "NOPE_UNSET"),
+    ],
+)
+def test_a_bad_hook_is_one_line_naming_it(tmp_path: Path, table: str, message: str) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        f'[[hooks]]\nevents = ["login"]\ncommand = ["/bin/true"]\n\n[[hooks]]\n{table}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(conf, env={})
+    text = str(err.value)
+    assert "\n" not in text and "hook 2:" in text and message in text
