@@ -15,6 +15,7 @@ from typing import Any
 
 from sftpd.core.uploads import UPLOAD_MODES
 from sftpd.events.hooks import Hook, parse_hooks
+from sftpd.metrics import parse_listen
 from sftpd.sizes import parse_size
 from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
 
@@ -55,6 +56,13 @@ def _path(value: Any) -> Path:
 
 def _size(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else parse_size(str(value))
+
+
+def _listen(value: Any) -> str:
+    text = str(value).strip()
+    if text:
+        parse_listen(text)
+    return text
 
 
 def _ciphers(value: Any) -> tuple[str, ...]:
@@ -155,6 +163,9 @@ class Settings:
     )
     hook_queue: int = setting(1000, _positive, "Events waiting for hooks before new ones drop.")
     hook_concurrency: int = setting(4, _positive, "Hooks running at once, per process.")
+    metrics_listen: str = setting(
+        "", _listen, "ADDR:PORT serving /metrics and /healthz; empty = off.", shown="off"
+    )
     upload_mode: str = setting(
         "standard", _choice(UPLOAD_MODES), "standard | atomic | atomic-resume (docs/automation.md)."
     )

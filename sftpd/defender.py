@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from sftpd.config import Settings
 from sftpd.logs import audit
@@ -24,8 +25,11 @@ DELAY_STEP = 0.25
 
 
 class Defender:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, on_block: Callable[[], None] = lambda: None
+    ) -> None:
         self.store = store
+        self.on_block = on_block
         self.threshold = settings.defender_max_failures
         self.window = settings.defender_window
         self.ban_time = settings.defender_ban_time
@@ -42,6 +46,7 @@ class Defender:
             addr, time.time(), self.window, self.threshold, self.ban_time
         )
         if strike.newly_banned:
+            self.on_block()
             audit(
                 "address blocked",
                 event="defender",

@@ -23,6 +23,7 @@ from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
 from sftpd.events.bus import EventBus
 from sftpd.hostkeys import HostKey, HostKeyError, load_or_create
+from sftpd.metrics import Metrics, MetricsServer, NoMetrics, parse_listen, prepare_directory
 from sftpd.reconcile import (
     holder_tag,
     new_holder_id,
@@ -63,12 +64,16 @@ class Service:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.store = store
+        self.metrics: Metrics = Metrics() if settings.metrics_listen else NoMetrics()
+        self.store: Store = self.metrics.timed_store(store)
         self.holder = new_holder_id()
         self.process_tag = holder_tag(self.holder)
         self.connections: set[Connection] = set()
-        self.defender = Defender(store, settings)
+        self.defender = Defender(self.store, settings, self.metrics.defender_blocks.inc)
         self.bus = EventBus(settings.hooks, settings.hook_queue, settings.hook_concurrency)
+        self.bus.taps.append(self.metrics.event)
+        self.bus.observers.append(lambda _hook, outcome: self.metrics.hook(outcome))
+        self._metrics_server: MetricsServer | None = None
         self._connection_ids = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self._keeper: asyncio.Task[None] | None = None
@@ -96,6 +101,11 @@ class Service:
             access = self._access[user] = Access(user)
         access.update(record)
         return access
+
+    async def healthy(self) -> bool:
+        """Serving, and the store answers (``/healthz``)."""
+        await self.store.count_users()
+        return bool(self._servers)
 
     async def refresh_access(self) -> None:
         """Apply admins' changes to running sessions: re-read every live user's access."""
@@ -213,11 +223,23 @@ class Service:
                 ) from None
             self._servers.append(server)
         self.bus.start()
+        if settings.metrics_listen:
+            host, port = parse_listen(settings.metrics_listen)
+            self._metrics_server = MetricsServer(self.metrics, self.healthy)
+            try:
+                await self._metrics_server.start(host, port, reuse_port)
+            except OSError as exc:
+                await self.stop()
+                raise ConfigError(
+                    f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}"
+                ) from None
         self._keeper = asyncio.get_running_loop().create_task(self.keep_alive())
         self._refresher = asyncio.get_running_loop().create_task(self.refresh_access())
 
     async def stop(self) -> None:
         """Stop accepting, end sessions cleanly (drain), then close the store."""
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
         for loop_task in (self._keeper, self._refresher):
             if loop_task is not None:
                 loop_task.cancel()
@@ -264,6 +286,8 @@ async def open_service_store(settings: Settings) -> Store:
 
 async def prepare(settings: Settings) -> list[HostKey]:
     """Everything done once before serving: data dir, schema, crash reconciliation, host keys."""
+    if settings.metrics_listen:
+        prepare_directory()  # before any worker imports prometheus_client
     store = await open_service_store(settings)
     try:
         await reconcile_dead_holders(store, settings)

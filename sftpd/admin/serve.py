@@ -49,6 +49,7 @@ def serve_cmd(
     ciphers: Annotated[str | None, _opt("ciphers")] = None,
     node_timeout: Annotated[float | None, _opt("node_timeout")] = None,
     upload_mode: Annotated[str | None, _opt("upload_mode")] = None,
+    metrics_listen: Annotated[str | None, _opt("metrics_listen")] = None,
     hook_queue: Annotated[int | None, _opt("hook_queue")] = None,
     hook_concurrency: Annotated[int | None, _opt("hook_concurrency")] = None,
     demo: Annotated[

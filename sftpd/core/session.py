@@ -233,11 +233,12 @@ class Session:
         """After a file's close: an atomic upload goes into place, then the event."""
         if place is not None:
             await place(completed)
-        if not completed or f.failed or (self.protocol == "exec" and not f.mode.write):
-            return  # a broken or refused transfer, or a checksum command's read
+        if self.protocol == "exec" and not f.mode.write:
+            return  # a checksum command's read
+        name = "upload" if f.mode.write else "download"
         self.emit(
             Event(
-                "upload" if f.mode.write else "download",
+                name if completed and not f.failed else f"{name}-failed",
                 self.user,
                 self.addr,
                 self.protocol,

@@ -11,6 +11,8 @@ from typing import Any
 EVENT_NAMES = (
     "upload",  # a written file was closed by the client (after an atomic rename, if any)
     "download",  # a file read by the client was closed
+    "upload-failed",  # the session ended without a close, or a write was refused
+    "download-failed",  # the session ended without a close
     "delete",
     "rename",
     "mkdir",

@@ -30,6 +30,7 @@ class EventBus:
         self.concurrency = max(1, concurrency)
         self.outcomes: Counter[str] = Counter()
         self.observers: list[Observer] = []
+        self.taps: list[Callable[[Event], None]] = []  # see every event (metrics)
         self._queue: asyncio.Queue[tuple[Hook, Event]] = asyncio.Queue(max(1, queue_size))
         self._workers: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -44,6 +45,8 @@ class EventBus:
 
     def emit(self, event: Event) -> None:
         """Queue the event for every hook that wants it; never blocks."""
+        for tap in self.taps:
+            tap(event)
         for hook in self.hooks:
             if not hook.wants(event):
                 continue

@@ -64,6 +64,7 @@ class Connection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.addr = str(peer[0])
         self.service.connections.add(self)
+        self.service.metrics.connections.inc()
         loop = asyncio.get_running_loop()
         self._admission = loop.create_task(self._admit())
         self._session_ok = loop.create_future()
@@ -88,6 +89,7 @@ class Connection(asyncssh.SSHServer):
                 extra={"addr": self.addr, "error": str(exc)},
             )
             return True
+        service.metrics.connections_total.labels(admission).inc()
         if admission == "blocked":
             log.debug("blocked address refused", extra={"addr": self.addr})
             self.close("Too many login failures from your address; try again later")
@@ -108,6 +110,7 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service.connections.discard(self)
+        self.service.metrics.connections.dec()
         self.service.connection_closed()
         self.closed.set()
         if self._idle_timer:
@@ -334,7 +337,9 @@ class Connection(asyncssh.SSHServer):
             emit=self.service.bus.emit,
             protocol=protocol,
         )
-        return SftpdServer(chan, session, self.touch)
+        sessions = self.service.metrics.sessions.labels(protocol)
+        sessions.inc()
+        return SftpdServer(chan, session, self.touch, sessions.dec)
 
     def _folders(self) -> list[Folder]:
         """The user's mounted folders; one whose directory is gone is left out and logged."""

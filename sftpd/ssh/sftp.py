@@ -143,10 +143,12 @@ class SftpdServer(asyncssh.SFTPServer):
         chan: asyncssh.SSHServerChannel,  # type: ignore[type-arg]
         session: Session,
         on_activity: Callable[[], None] = lambda: None,
+        on_exit: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(chan)
         self.session = session
         self.on_activity = on_activity
+        self._on_exit = on_exit
         self._files: set[OpenFile] = set()
         self._quota_told_at = -QUOTA_LINE_INTERVAL
         self._input_ended: Callable[[], bool] = lambda: False
@@ -303,6 +305,8 @@ class SftpdServer(asyncssh.SFTPServer):
 
     async def exit(self) -> None:
         """Close every handle the client left open (a dropped upload settles here)."""
+        on_exit, self._on_exit = self._on_exit, lambda: None  # once, though called twice
+        on_exit()
         files, self._files = list(self._files), set()
         for f in files:
             try:

@@ -168,7 +168,7 @@ async def test_every_event_kind_arrives(
         return [e["name"] for e in receiver.events() if e["user"] == user.name]
 
     expected = ["login-failed", "login", "mkdir", "upload", "download", "rename",
-                "quota-exceeded", "delete", "rmdir", "logout"]  # fmt: skip
+                "quota-exceeded", "upload-failed", "delete", "rmdir", "logout"]  # fmt: skip
     await asyncio.to_thread(wait_until, lambda: len(names()) >= len(expected), str(names()))
     got = names()
     assert sorted(got) == sorted(expected), got
