@@ -11,7 +11,7 @@ timeout = 30                     # seconds
 [[hooks]]
 events = ["upload", "delete"]
 url = "http://127.0.0.1:8080/sftp"              # an HTTP POST of the event as JSON
-secret_env = "SFTPD_HOOK_SECRET" # HMAC-SHA256 of the body in X-Sftpd-Signature
+secret_env = "HOOK_SECRET" # HMAC-SHA256 of the body in X-Sftpd-Signature
 retries = 3                      # on a connection error or a 5xx, with backoff
 ```
 """

@@ -7,6 +7,8 @@ import asyncio
 import hmac
 import json
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -16,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import httpx
 import pytest
 
 from sftpd.events import EVENT_NAMES
 from sftpd.events.actions import signature
 from sftpd.events.hooks import Hook
+from tests.support import Serve, known_hosts, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
 SECRET = "s3cret-for-tests"
@@ -60,6 +64,12 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def recorder(tmp: Path) -> tuple[tuple[str, ...], Path]:
@@ -214,3 +224,48 @@ async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None
     finally:
         stop_live_server(server)
     assert server.service.bus.outcomes["timeout"] + server.service.bus.outcomes["failed"] >= 1
+
+
+def test_the_documented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/examples/sftpd.toml as shipped, only its ports and URL changed: an upload to
+    /incoming ends up in /processed, the webhook hears of it, /metrics counts it."""
+    root = Path(__file__).resolve().parents[2]
+    receiver = Receiver()
+    metrics_port = free_port()
+    conf = (root / "docs" / "examples" / "sftpd.toml").read_text()
+    conf = conf.replace("http://127.0.0.1:8080/sftp-events", receiver.url)
+    conf = conf.replace('"docs/examples/', f'"{root}/docs/examples/')
+    conf = conf.replace('["0.0.0.0"]', '["127.0.0.1"]')
+    conf = conf.replace("127.0.0.1:9100", f"127.0.0.1:{metrics_port}")
+    (tmp_path / "sftpd.toml").write_text(conf)
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    monkeypatch.setenv("SFTPD_CONFIG", str(tmp_path / "sftpd.toml"))
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    added = run(tmp_path, "user", "add", "ana", "--key", f"{key}.pub")
+    assert added.returncode == 0, added.stderr
+    home = tmp_path / "data" / "homes" / "ana"
+    (home / "incoming").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "report.csv").write_text("a,b\n1,2\n")
+    server = Serve(tmp_path, "--no-demo")
+    try:
+        hosts = known_hosts(tmp_path, server.port)
+        r = subprocess.run(
+            ["sftp", "-b", "-", "-P", str(server.port), "-F", "/dev/null",
+             "-o", f"IdentityFile={key}", "-o", f"UserKnownHostsFile={hosts}", "ana@127.0.0.1"],
+            input=f"put {tmp_path / 'report.csv'} /incoming/report.csv\n",
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: (home / "processed" / "report.csv").exists(), "the hook never moved it")
+        assert not (home / "incoming" / "report.csv").exists()
+        wait_until(lambda: receiver.events(), "the webhook never heard of it")
+        [(headers, body)] = receiver.requests
+        assert hmac.compare_digest(headers["X-Sftpd-Signature"], signature(SECRET, body))
+        assert json.loads(body)["path"] == "/incoming/report.csv"
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'sftpd_bytes_total{direction="upload"} 8.0' in metrics
+    finally:
+        code, err = server.stop()
+        receiver.close()
+    assert code == 0, err
