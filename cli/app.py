@@ -16,10 +16,11 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 
+from cli import sync as sync_mod
 from cli import transfer
 from cli.connect import default_known_hosts
 from cli.errors import EXIT_CODES_HELP, INTERRUPTED, REMOTE, USAGE, XferError, from_exception
-from cli.output import fail, listing, summary
+from cli.output import fail, listing, summary, sync_plan, sync_summary
 from cli.profiles import Profile, Profiles
 from cli.session import Call, Options, Session, remember_cwd
 from cli.shell import ShellVerb, run_shell
@@ -242,6 +243,39 @@ async def get(
     """Download files (and with -r directories)."""
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
     await _transfer(call, False, sources, opts)
+
+
+@verb()
+async def sync(
+    call: Call,
+    source: Annotated[str, typer.Argument(help="LOCAL_DIR (or REMOTE_DIR with --pull)")],
+    dest: Annotated[str, typer.Argument(help="REMOTE_DIR (or LOCAL_DIR with --pull)")],
+    pull: Annotated[bool, typer.Option("--pull", help="Download: REMOTE_DIR LOCAL_DIR.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove what the source lacks.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan only.")] = False,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Skip names or paths (glob, repeatable).")
+    ] = None,
+    checksum: Annotated[
+        bool, typer.Option("--checksum", "-c", help="Compare content, not size and mtime.")
+    ] = False,
+    verify: VerifyOpt = True,
+    parallel: ParallelOpt = 4,
+) -> None:
+    """Make a directory tree match another: copy what is missing or differs (size, mtime, or
+    content with -c), keep mtimes, resume partial files; --delete removes extras."""
+    remote = await call.remote()
+    local, rroot = (
+        (Path(dest), remote.resolve(source)) if pull else (Path(source), remote.resolve(dest))
+    )
+    opts = sync_mod.Options(pull, delete, dry_run, checksum, tuple(exclude or ()))
+    plan = await sync_mod.plan(remote, local, rroot, opts)
+    if dry_run:
+        sync_plan(call.opts, plan)
+        return
+    copy = transfer.Options(verify=verify, parallel=parallel)
+    report = await sync_mod.apply(remote, local, rroot, plan, opts, copy, call.opts.show_progress)
+    sync_summary(call.opts, report)
 
 
 # -- remote files ----------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import asyncssh
 import typer
 
-from cli import transfer
+from cli import sync, transfer
 from cli.errors import XferError
 from cli.remote import Entry
 from cli.session import Options
@@ -63,3 +63,35 @@ def summary(opts: Options, verb: str, report: transfer.Report) -> None:
     check = f", verified {'/'.join(sorted(report.verified))}" if report.verified else ""
     print(f"{verb} {report.files} file(s), {report.bytes:,} bytes in {report.seconds:.1f} s "
           f"({rate:.1f} MiB/s){check}")  # fmt: skip
+
+
+def sync_plan(opts: Options, plan: sync.Plan) -> None:
+    """``--dry-run``: one line per change (or JSON), nothing done."""
+    if opts.json:
+        print(json.dumps({"changes": [{"action": c.action, "path": c.rel, "reason": c.reason}
+                          for c in plan.changes], "skipped": plan.skipped}))  # fmt: skip
+        return
+    for change in plan.changes:
+        print(sync.describe(change))
+    if not opts.quiet:
+        print(f"dry run: {len(plan.copies)} to copy, {len(plan.removals)} to remove, "
+              f"{plan.skipped} up to date")  # fmt: skip
+
+
+def sync_summary(opts: Options, report: sync.Report) -> None:
+    copied = report.copied
+    if copied.unverified:
+        print(f"xfer: warning: {copied.unverified} file(s) not verified: the server offers "
+              "no checksum", file=sys.stderr)  # fmt: skip
+    if opts.json:
+        print(json.dumps({
+            "transferred": report.transferred, "skipped": report.skipped,
+            "deleted": report.deleted, "bytes": report.bytes,
+            "seconds": round(report.seconds, 3), "verified": sorted(copied.verified),
+            "unverified": copied.unverified,
+        }))  # fmt: skip
+    elif not opts.quiet:
+        print(
+            f"synced: {report.transferred} transferred, {report.skipped} up to date, "
+            f"{report.deleted} deleted, {report.bytes:,} bytes in {report.seconds:.1f} s"
+        )
