@@ -208,12 +208,17 @@ def logout(opts: Options, name: Annotated[str | None, typer.Argument()] = None) 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue a partial transfer.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Whole directories.")]
 VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Checksum afterwards.")]
-ParallelOpt = Annotated[int, typer.Option("--parallel", "-P", help="Files at once with -r.")]
+ParallelOpt = Annotated[
+    int,
+    typer.Option("--jobs", "-j", "--parallel", "-P",
+                 help="Connections: files at once, or segments of one big file."),
+]  # fmt: skip
 
 
 async def _transfer(call: Call, upload: bool, args: list[str], opts: transfer.Options) -> None:
-    remote = await call.remote()
-    report = await transfer.transfer_many(remote, upload, args, opts, call.opts.show_progress)
+    report = await transfer.transfer_many(
+        call.session.pool, upload, args, opts, call.opts.show_progress
+    )
     summary(call.opts, "uploaded" if upload else "downloaded", report)
 
 
@@ -274,7 +279,9 @@ async def sync(
         sync_plan(call.opts, plan)
         return
     copy = transfer.Options(verify=verify, parallel=parallel)
-    report = await sync_mod.apply(remote, local, rroot, plan, opts, copy, call.opts.show_progress)
+    report = await sync_mod.apply(
+        call.session.pool, local, rroot, plan, opts, copy, call.opts.show_progress
+    )
     sync_summary(call.opts, report)
 
 

@@ -66,10 +66,10 @@ def remember_cwd(opts: Options, cwd: str) -> None:
     profiles.save()
 
 
-async def open_remote(opts: Options) -> Remote:
-    """Connect, start SFTP and find the working directory (the profile's, or the server's)."""
+async def open_remote(opts: Options, password: str | None, cwd: str | None = None) -> Remote:
+    """Connect, start SFTP and find the working directory (``cwd``, the profile's, or the
+    server's)."""
     target, profile = resolve_profile(opts)
-    password = sys.stdin.readline().rstrip("\r\n") if opts.password_stdin else None
     conn = await connect(
         ConnectOptions(
             target=target,
@@ -78,12 +78,12 @@ async def open_remote(opts: Options) -> Remote:
             or (Path(profile.known_hosts) if profile and profile.known_hosts else None),
             accept_new=opts.accept_new,
             batch=opts.batch,
-            password=password if password is not None else os.environ.get("XFER_PASSWORD"),
+            password=password,
         )
     )
     try:
         sftp = await conn.start_sftp_client()
-        cwd = profile.cwd if profile and profile.cwd else await sftp.realpath(".")
+        cwd = cwd or (profile.cwd if profile and profile.cwd else await sftp.realpath("."))
     except (asyncssh.Error, OSError) as exc:
         conn.close()
         raise from_exception(exc, str(target)) from None
@@ -91,16 +91,39 @@ async def open_remote(opts: Options) -> Remote:
 
 
 class Session:
-    """One connection, opened when a verb first needs it and kept until :meth:`close`."""
+    """One connection, opened when a verb first needs it, and more for parallel transfers
+    (:meth:`pool`), all kept until :meth:`close`."""
 
     def __init__(self, opts: Options, remote: Remote | None = None) -> None:
         self.opts = opts
         self._remote = remote
+        self._extra: list[Remote] = []
+        self._password: str | None = None
+        self._password_read = False
+
+    def _secret(self) -> str | None:
+        """The password, read from stdin once however many connections use it."""
+        if not self._password_read:
+            self._password_read = True
+            self._password = (
+                sys.stdin.readline().rstrip("\r\n")
+                if self.opts.password_stdin
+                else os.environ.get("XFER_PASSWORD")
+            )
+        return self._password
 
     async def remote(self) -> Remote:
         if self._remote is None:
-            self._remote = await open_remote(self.opts)
+            self._remote = await open_remote(self.opts, self._secret())
         return self._remote
+
+    async def pool(self, n: int) -> list[Remote]:
+        """``n`` connections (the first is :meth:`remote`), in the same directory: against
+        sftpd with several workers they spread over its processes."""
+        first = await self.remote()
+        while len(self._extra) < n - 1:
+            self._extra.append(await open_remote(self.opts, self._secret(), first.cwd))
+        return [first, *self._extra[: max(0, n - 1)]]
 
     def known_cwd(self) -> str | None:
         """The working directory if it is known without connecting."""
@@ -110,10 +133,11 @@ class Session:
         return profile.cwd if profile else None
 
     def close(self) -> None:
-        if self._remote is not None:
-            self._remote.sftp.exit()
-            self._remote.conn.close()
-            self._remote = None
+        for remote in [*([self._remote] if self._remote else []), *self._extra]:
+            remote.sftp.exit()
+            remote.conn.close()
+        self._remote = None
+        self._extra = []
 
 
 @dataclass(frozen=True)

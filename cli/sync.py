@@ -203,11 +203,12 @@ def describe(change: Change) -> str:
 
 
 async def apply(
-    remote: Remote, local: Path, rroot: str, the_plan: Plan, opts: Options,
+    pool: transfer.Pool, local: Path, rroot: str, the_plan: Plan, opts: Options,
     copy_opts: transfer.Options, show_progress: bool,
 ) -> Report:  # fmt: skip
     """Create directories, copy (resuming, verifying, keeping mtimes), then delete."""
     started = time.monotonic()
+    remote = (await pool(1))[0]
     report = Report(skipped=the_plan.skipped)
     if opts.pull:
         local.mkdir(parents=True, exist_ok=True)
@@ -228,12 +229,12 @@ async def apply(
     move = transfer.get_file if opts.pull else transfer.put_file
     stamp = _stamp_local if opts.pull else _stamp_remote
 
-    async def one(job: transfer.Job, o: transfer.Options, p: transfer.Progress,
-                  r: transfer.Report) -> None:  # fmt: skip
-        await move(remote, job.src, job.dst, o, p, r)
-        await stamp(remote, job.dst, mtimes[job.dst])
+    async def one(remotes: list[Remote], job: transfer.Job, o: transfer.Options,
+                  p: transfer.Progress, r: transfer.Report) -> None:  # fmt: skip
+        await move(remotes[0], job.src, job.dst, o, p, r, remotes)
+        await stamp(remotes[0], job.dst, mtimes[job.dst])
 
-    report.copied = await transfer.run_jobs(jobs, one, resume, show_progress)
+    report.copied = await transfer.run_jobs(jobs, one, resume, show_progress, pool)
     report.transferred, report.bytes = report.copied.files, report.copied.bytes
     for change in the_plan.removals:
         await _remove(remote, local, rroot, change, opts.pull)

@@ -9,6 +9,9 @@ it); a mismatch after a resume restarts that file from zero once, then fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import os
 import posixpath
 import sys
@@ -21,10 +24,15 @@ from typing import cast
 import asyncssh
 
 from cli.errors import CHECKSUM, REMOTE, XferError
+from cli.profiles import config_dir
 from cli.remote import Remote, local_digest
 
 WRITE_NEW = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
 WRITE_RESUME = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
+STRIPE = 8 * 1024 * 1024  # a segmented transfer hands out the file in pieces of this size
+
+#: ``pool(n)``: n open connections (the first is the session's own)
+Pool = Callable[[int], Awaitable[list[Remote]]]
 
 
 @dataclass
@@ -32,8 +40,9 @@ class Options:
     resume: bool = False
     verify: bool = True
     recursive: bool = False
-    parallel: int = 4
+    parallel: int = 4  # connections, and files in flight over them
     requests: int = 64  # requests in flight per connection
+    segment_min: int = 64 * 1024 * 1024  # a file this big is split over the connections
 
 
 @dataclass
@@ -44,7 +53,7 @@ class Report:
     verified: set[str] = field(default_factory=set)
     unverified: int = 0
     seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
+    segmented: int = 0  # files split over several connections
 
 
 class Progress:
@@ -172,17 +181,30 @@ async def _transfer(
 
 
 async def put_file(
-    remote: Remote, lpath: str, rpath: str, opts: Options, progress: Progress, report: Report
-) -> None:
+    remote: Remote, lpath: str, rpath: str, opts: Options, progress: Progress, report: Report,
+    pool: list[Remote] | None = None,
+) -> None:  # fmt: skip
+    """Upload one file; with a ``pool`` of connections a big one is split over them."""
     size = os.stat(lpath).st_size
+    segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
+    mark = Checkpoint("up", remote, lpath, rpath, size) if segmented else None
 
     async def start_at(resume: bool) -> int:
+        keep = mark.frontier() if mark is not None and resume else None
+        if keep is not None:  # keep only the contiguous part a kill left behind
+            await _trim_remote(remote, rpath, keep)
         return await _upload_start(remote, lpath, rpath, size, resume, report)
 
     async def move(start: int) -> None:
-        await _upload(remote, lpath, rpath, start, size, opts, progress)
+        if mark is not None and pool:
+            await _segmented(pool, True, lpath, rpath, start, size, opts, progress, mark)
+        else:
+            await _upload(remote, lpath, rpath, start, size, opts, progress)
 
     await _transfer("upload", rpath, lpath, size, start_at, move, remote, opts, report)
+    if mark is not None:
+        mark.finish()
+        report.segmented += 1
 
 
 async def _upload_start(
@@ -234,17 +256,30 @@ async def _upload(
 
 
 async def get_file(
-    remote: Remote, rpath: str, lpath: str, opts: Options, progress: Progress, report: Report
-) -> None:
+    remote: Remote, rpath: str, lpath: str, opts: Options, progress: Progress, report: Report,
+    pool: list[Remote] | None = None,
+) -> None:  # fmt: skip
+    """Download one file; with a ``pool`` of connections a big one is split over them."""
     size = (await remote.sftp.stat(rpath)).size or 0
+    segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
+    mark = Checkpoint("down", remote, lpath, rpath, size) if segmented else None
 
     async def start_at(resume: bool) -> int:
+        keep = mark.frontier() if mark is not None and resume else None
+        if keep is not None and os.path.exists(lpath) and os.stat(lpath).st_size > keep:
+            os.truncate(lpath, keep)
         return await _download_start(remote, rpath, lpath, size, resume, report)
 
     async def move(start: int) -> None:
-        await _download(remote, rpath, lpath, start, size, opts, progress)
+        if mark is not None and pool:
+            await _segmented(pool, False, lpath, rpath, start, size, opts, progress, mark)
+        else:
+            await _download(remote, rpath, lpath, start, size, opts, progress)
 
     await _transfer("download", rpath, lpath, size, start_at, move, remote, opts, report)
+    if mark is not None:
+        mark.finish()
+        report.segmented += 1
 
 
 async def _download_start(
@@ -291,6 +326,106 @@ async def _download(
         os.close(fd)
 
 
+# -- one big file over several connections ------------------------------------
+
+
+class Checkpoint:
+    """Which stripes of a segmented transfer are done, in a small file in the config dir,
+    so that a resume keeps the contiguous part (the rest may hold holes). Nothing here is
+    trusted: a resume still proves the kept prefix by checksum."""
+
+    def __init__(self, direction: str, remote: Remote, lpath: str, rpath: str, size: int) -> None:
+        host = remote.conn.get_extra_info("peername", ("?", 0))
+        key = f"{direction}|{host[0]}:{host[1]}|{rpath}|{os.path.abspath(lpath)}|{size}"
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        self.path = config_dir() / "partial" / f"{name}.json"
+        self.done: set[int] = set()
+
+    def frontier(self) -> int | None:
+        """Bytes from the start known to be complete; None without a record (the file was
+        not left by a segmented transfer: its size is its contiguous part)."""
+        try:
+            stripes = set(json.loads(self.path.read_text())["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        n = 0
+        while n in stripes:
+            n += 1
+        return n * STRIPE
+
+    def start(self, first: int) -> None:
+        self.done = set(range(first // STRIPE))
+
+    def record(self, stripe: int) -> None:
+        self.done.add(stripe)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": sorted(self.done)}))
+        os.replace(tmp, self.path)
+
+    def finish(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+async def _trim_remote(remote: Remote, rpath: str, keep: int) -> None:
+    try:
+        if ((await remote.sftp.stat(rpath)).size or 0) > keep:
+            await remote.sftp.truncate(rpath, keep)
+    except asyncssh.SFTPNoSuchFile:
+        pass
+
+
+async def _segmented(
+    pool: list[Remote], upload: bool, lpath: str, rpath: str, start: int, size: int,
+    opts: Options, progress: Progress, mark: Checkpoint,
+) -> None:  # fmt: skip
+    """Move [start, size) in stripes, each connection taking the next free one and writing
+    it at its offset. The caller verifies the whole file once at the end."""
+    advance = progress.file(posixpath.basename(rpath), size, start)
+    mark.start(start)
+    first = pool[0]
+    if upload:
+        async with first.sftp.open(rpath, WRITE_RESUME, encoding=None, block_size=0) as f:
+            await f.truncate(start)  # not O_TRUNC: in an atomic-upload mode that is a new file
+        fd = os.open(lpath, os.O_RDONLY)
+    else:
+        fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
+    stripes = iter(range(start // STRIPE, (size + STRIPE - 1) // STRIPE))
+    requests = max(8, opts.requests // len(pool))
+
+    async def worker(remote: Remote) -> None:
+        mode = WRITE_RESUME if upload else asyncssh.FXF_READ
+        async with remote.sftp.open(rpath, mode, encoding=None, block_size=0) as f:
+
+            async def step(offset: int, length: int) -> None:
+                if upload:
+                    await f.write(os.pread(fd, length, offset), offset)
+                else:
+                    while length > 0:
+                        data = cast(bytes, await f.read(length, offset))
+                        if not data:
+                            raise XferError(REMOTE, f"{rpath}: file shrank during download")
+                        os.pwrite(fd, data, offset)
+                        advance(len(data))
+                        offset, length = offset + len(data), length - len(data)
+                    return
+                advance(length)
+
+            for stripe in stripes:
+                lo = max(start, stripe * STRIPE)
+                hi = min(size, (stripe + 1) * STRIPE)
+                await _pipeline(lo, hi, remote.block_size, requests, step)
+                mark.record(stripe)
+
+    try:
+        await asyncio.gather(*(worker(r) for r in pool))
+        if not upload:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
 # -- many files ----------------------------------------------------------------
 
 
@@ -306,29 +441,28 @@ class Job:
     size: int
 
 
+One = Callable[[list[Remote], Job, Options, Progress, Report], Awaitable[None]]
+
+
 async def run_jobs(
-    jobs: list[Job],
-    one: Callable[[Job, Options, Progress, Report], Awaitable[None]],
-    opts: Options,
-    show_progress: bool,
+    jobs: list[Job], one: One, opts: Options, show_progress: bool, pool: Pool
 ) -> Report:
+    """Run the jobs over ``opts.parallel`` connections, one file per connection at a time;
+    a single big file gets every connection (segmented)."""
     report = Report()
     started = time.monotonic()
     progress = Progress(show_progress, sum(j.size for j in jobs))
     queue = list(reversed(jobs))
-    per_file = Options(
-        **{**opts.__dict__, "requests": max(8, opts.requests // max(1, opts.parallel))}
-    )
-    file_opts = per_file if len(jobs) > 1 else opts
+    single = len(jobs) == 1
+    wanted = opts.parallel if single and jobs[0].size >= opts.segment_min else len(jobs)
+    remotes = await pool(max(1, min(opts.parallel, wanted)))
 
-    async def worker() -> None:
+    async def worker(remote: Remote) -> None:
         while queue:
-            await one(queue.pop(), file_opts, progress, report)
+            await one(remotes if single else [remote], queue.pop(), opts, progress, report)
 
     try:
-        tasks = [
-            asyncio.create_task(worker()) for _ in range(max(1, min(opts.parallel, len(jobs))))
-        ]
+        tasks = [asyncio.create_task(worker(r)) for r in (remotes[:1] if single else remotes)]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -420,15 +554,16 @@ async def _walk(remote: Remote, top: str) -> AsyncIterator[tuple[str, list[tuple
 
 
 async def transfer_many(
-    remote: Remote, upload: bool, args: list[str], opts: Options, show_progress: bool
+    pool: Pool, upload: bool, args: list[str], opts: Options, show_progress: bool
 ) -> Report:
     """``put``/``get`` with ``SRC... [DEST]`` as the CLI and the shell both take them."""
     sources, dest = split_dest(args)
     plan = plan_put if upload else plan_get
+    remote = (await pool(1))[0]
     jobs = await plan(remote, sources, dest, opts.recursive)
     move = put_file if upload else get_file
 
-    async def one(job: Job, o: Options, p: Progress, r: Report) -> None:
-        await move(remote, job.src, job.dst, o, p, r)
+    async def one(remotes: list[Remote], job: Job, o: Options, p: Progress, r: Report) -> None:
+        await move(remotes[0], job.src, job.dst, o, p, r, remotes)
 
-    return await run_jobs(jobs, one, opts, show_progress)
+    return await run_jobs(jobs, one, opts, show_progress, pool)

@@ -124,7 +124,7 @@ def _kill_midway(x: Xfer, argv: list[str], watch: Path, size: int) -> None:
 def test_resume_upload_after_kill(xfer: Xfer, user: User, tmp_path: Path) -> None:
     size = 96 * 1024 * 1024
     data = blob(tmp_path / "big.bin", size)
-    _kill_midway(xfer, ["put", "big.bin"], user.home / "big.bin", size)
+    _kill_midway(xfer, ["put", "-j", "1", "big.bin"], user.home / "big.bin", size)  # one stream
     partial = (user.home / "big.bin").stat().st_size
     assert 0 < partial < size
     out = json.loads(ok(xfer("--json", "put", "--resume", "big.bin")))
@@ -138,7 +138,7 @@ def test_resume_upload_after_kill(xfer: Xfer, user: User, tmp_path: Path) -> Non
 def test_resume_download_after_kill(xfer: Xfer, user: User, tmp_path: Path) -> None:
     size = 96 * 1024 * 1024
     data = blob(user.home / "big.bin", size)
-    _kill_midway(xfer, ["get", "big.bin", "got.bin"], tmp_path / "got.bin", size)
+    _kill_midway(xfer, ["get", "-j", "1", "big.bin", "got.bin"], tmp_path / "got.bin", size)
     assert 0 < (tmp_path / "got.bin").stat().st_size < size
     out = json.loads(ok(xfer("--json", "get", "--resume", "big.bin", "got.bin")))
     assert out["resumed_from"] > 0
@@ -485,3 +485,63 @@ def test_output_options_work_after_the_verb(xfer: Xfer, user: User, tmp_path: Pa
     assert json.loads(ok(xfer("sp", "--json")))["used"] == 1000
     assert json.loads(ok(xfer("--json", "sp")))["used"] == 1000
     assert ok(xfer("mkdir", "q", "-q")) == ""
+
+
+# -- several connections -------------------------------------------------------------
+
+
+def _logins(live_server: LiveServer, user: User) -> int:
+    return sum(1 for r in live_server.logs.events("login") if r.get("user") == user.name
+               and r.get("outcome") == "ok")  # fmt: skip
+
+
+def test_many_files_over_several_connections(
+    xfer: Xfer, live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    tree = tmp_path / "many"
+    tree.mkdir()
+    files = {f"f{i:03}.bin": os.urandom(random.randint(0, 200_000)) for i in range(60)}
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    before = _logins(live_server, user)
+    out = json.loads(ok(xfer("--json", "put", "-r", "-j", "4", "many")))
+    assert out["files"] == 60 and _logins(live_server, user) - before == 4
+    assert {p.name: p.read_bytes() for p in (user.home / "many").iterdir()} == files
+    ok(xfer("get", "-r", "-j", "3", "many", "back"))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "back").iterdir()} == files
+
+
+def test_one_big_file_in_segments_and_resumed(
+    xfer: Xfer, live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    size = 100 * 1024 * 1024 + 12345
+    data = blob(tmp_path / "big.bin", size)
+    out = json.loads(ok(xfer("--json", "put", "-j", "4", "big.bin")))
+    assert out["verified"] == ["sha256"] and (user.home / "big.bin").read_bytes() == data
+    ok(xfer("get", "-j", "4", "big.bin", "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    # Killed once several stripes are recorded: the resume keeps the contiguous part.
+    (user.home / "big.bin").unlink()
+    marks = tmp_path / "cfg" / "partial"
+    proc = subprocess.Popen(xfer.cmd("put", "-j", "4", "big.bin"), env=xfer.env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def recorded() -> bool:
+        for mark in marks.glob("*.json"):
+            try:
+                if set(range(4)) <= set(json.loads(mark.read_text())["done"]):
+                    return True
+            except (OSError, ValueError, KeyError):
+                pass
+        return False
+
+    deadline = time.monotonic() + 60
+    while not recorded():
+        assert time.monotonic() < deadline and proc.poll() is None, "no stripes recorded"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = json.loads(ok(xfer("--json", "put", "-j", "4", "--resume", "big.bin")))
+    assert out["resumed_from"] >= 4 * 8 * 1024 * 1024
+    assert (user.home / "big.bin").read_bytes() == data
+    assert not list(marks.glob("*.json"))  # done: the record is gone
