@@ -18,7 +18,7 @@ from typing import Any
 import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
-from sftpd.ssh.algorithms import SUPPORTED_CIPHERS
+from sftpd.ssh.algorithms import CLIENT_WINDOW, SUPPORTED_CIPHERS
 from sftpd.ssh.compat import skip_cbc_countermeasure
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
@@ -199,6 +199,7 @@ async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
         "known_hosts": known if known is not None else asyncssh.import_known_hosts(""),
         "client_factory": lambda: client,
         "kbdint_auth": False,
+        "window": CLIENT_WINDOW,  # downloads over a long link: see sftpd/ssh/algorithms.py
     }
     ciphers = cipher_preference()
     if ciphers:

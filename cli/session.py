@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -121,8 +122,16 @@ class Session:
         """``n`` connections (the first is :meth:`remote`), in the same directory: against
         sftpd with several workers they spread over its processes."""
         first = await self.remote()
-        while len(self._extra) < n - 1:
-            self._extra.append(await open_remote(self.opts, self._secret(), first.cwd))
+        missing = n - 1 - len(self._extra)
+        if missing > 0:  # at once: each costs a few round trips
+            more = await asyncio.gather(
+                *(open_remote(self.opts, self._secret(), first.cwd) for _ in range(missing)),
+                return_exceptions=True,
+            )
+            self._extra += [r for r in more if isinstance(r, Remote)]
+            errors = [r for r in more if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
         return [first, *self._extra[: max(0, n - 1)]]
 
     def known_cwd(self) -> str | None:

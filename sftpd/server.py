@@ -30,6 +30,7 @@ from sftpd.reconcile import (
     reconcile_dead_holders,
     remove_leftover_uploads,
 )
+from sftpd.ssh.algorithms import SERVER_WINDOW
 from sftpd.store import AccessRecord, Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ class Service:
                     gss_host=None,
                     kex_algs=KEX_ALGS,
                     encryption_algs=list(settings.ciphers),
+                    window=SERVER_WINDOW,  # uploads over a long link
                     server_version="sftpd",
                     reuse_address=True,
                     reuse_port=reuse_port,

@@ -12,3 +12,10 @@ SUPPORTED_CIPHERS = (
     "aes192-ctr",
     "aes256-ctr",
 )
+
+#: SSH channel windows: how much data may be in flight before the receiver acknowledges.
+#: A window bounds one channel to window / round-trip time (asyncssh's default 2 MiB: 40 MB/s
+#: at 50 ms). The server's bounds uploads; it also bounds what a stalled upload may buffer
+#: per session, so the server's is smaller. On loopback neither makes a difference.
+SERVER_WINDOW = 8 * 1024 * 1024
+CLIENT_WINDOW = 16 * 1024 * 1024
