@@ -136,11 +136,22 @@ async def _remote_matches(
 ) -> bool | None:
     """Does the remote file (whole, or its first ``length`` bytes) match the local one's
     first ``length`` bytes? None when the server offers no way to tell."""
-    got = await remote.checksum(rpath, None if whole else length)
+    # Hash here while the server hashes there: sha256 is what servers usually answer with.
+    local = asyncio.ensure_future(asyncio.to_thread(local_digest, lpath, "sha256", length))
+    try:
+        got = await remote.checksum(rpath, None if whole else length)
+    except BaseException:
+        await asyncio.gather(local, return_exceptions=True)
+        raise
     if got is None:
+        await asyncio.gather(local, return_exceptions=True)
         return None
     alg, digest = got
-    mine = await asyncio.to_thread(local_digest, lpath, alg, length)
+    if alg == "sha256":
+        mine = await local
+    else:
+        await asyncio.gather(local, return_exceptions=True)
+        mine = await asyncio.to_thread(local_digest, lpath, alg, length)
     report.verified.add(alg)
     return mine == digest
 
