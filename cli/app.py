@@ -24,6 +24,8 @@ from cli.output import fail, listing, summary, sync_plan, sync_summary
 from cli.profiles import Profile, Profiles
 from cli.session import Call, Options, Session, remember_cwd
 from cli.shell import ShellVerb, run_shell
+from sftpd.core.limits import Pacer
+from sftpd.sizes import parse_size
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -208,11 +210,22 @@ def logout(opts: Options, name: Annotated[str | None, typer.Argument()] = None) 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue a partial transfer.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Whole directories.")]
 VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Checksum afterwards.")]
+LimitOpt = Annotated[
+    str | None, typer.Option("--limit-rate", help="Total bytes per second, e.g. 10MiB.")
+]
 ParallelOpt = Annotated[
     int,
     typer.Option("--jobs", "-j", "--parallel", "-P",
                  help="Connections: files at once, or segments of one big file."),
 ]  # fmt: skip
+
+
+def _pacer(rate: str | None) -> Pacer:
+    """``--limit-rate``: one pace for every connection of this command."""
+    try:
+        return Pacer(parse_size(rate.removesuffix("/s")) if rate else 0)
+    except ValueError as exc:
+        raise XferError(USAGE, f"--limit-rate: {exc}") from None
 
 
 async def _transfer(call: Call, upload: bool, args: list[str], opts: transfer.Options) -> None:
@@ -230,9 +243,11 @@ async def put(
     recursive: RecursiveOpt = False,
     verify: VerifyOpt = True,
     parallel: ParallelOpt = 4,
+    limit_rate: LimitOpt = None,
 ) -> None:
     """Upload files (and with -r directories); an existing remote file is replaced."""
-    opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
+    opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel,
+                            limit=_pacer(limit_rate))  # fmt: skip
     await _transfer(call, True, sources, opts)
 
 
@@ -244,9 +259,11 @@ async def get(
     recursive: RecursiveOpt = False,
     verify: VerifyOpt = True,
     parallel: ParallelOpt = 4,
+    limit_rate: LimitOpt = None,
 ) -> None:
     """Download files (and with -r directories)."""
-    opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel)
+    opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel,
+                            limit=_pacer(limit_rate))  # fmt: skip
     await _transfer(call, False, sources, opts)
 
 
@@ -266,6 +283,7 @@ async def sync(
     ] = False,
     verify: VerifyOpt = True,
     parallel: ParallelOpt = 4,
+    limit_rate: LimitOpt = None,
 ) -> None:
     """Make a directory tree match another: copy what is missing or differs (size, mtime, or
     content with -c), keep mtimes, resume partial files; --delete removes extras."""
@@ -278,7 +296,7 @@ async def sync(
     if dry_run:
         sync_plan(call.opts, plan)
         return
-    copy = transfer.Options(verify=verify, parallel=parallel)
+    copy = transfer.Options(verify=verify, parallel=parallel, limit=_pacer(limit_rate))
     report = await sync_mod.apply(
         call.session.pool, local, rroot, plan, opts, copy, call.opts.show_progress
     )

@@ -26,6 +26,7 @@ import asyncssh
 from cli.errors import CHECKSUM, REMOTE, XferError
 from cli.profiles import config_dir
 from cli.remote import Remote, local_digest
+from sftpd.core.limits import Pacer
 
 WRITE_NEW = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
 WRITE_RESUME = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
@@ -43,6 +44,7 @@ class Options:
     parallel: int = 4  # connections, and files in flight over them
     requests: int = 64  # requests in flight per connection
     segment_min: int = 64 * 1024 * 1024  # a file this big is split over the connections
+    limit: Pacer = field(default_factory=Pacer)  # --limit-rate: all connections together
 
 
 @dataclass
@@ -255,6 +257,7 @@ async def _upload(
 
             async def step(offset: int, length: int) -> None:
                 data = os.pread(fd, length, offset)
+                await opts.limit.take(len(data))
                 await f.write(data, offset)
                 advance(len(data))
 
@@ -323,6 +326,7 @@ async def _download(
 
             async def step(offset: int, length: int) -> None:
                 while length > 0:
+                    await opts.limit.take(length)
                     data = cast(bytes, await f.read(length, offset))
                     if not data:
                         raise XferError(REMOTE, f"{rpath}: file shrank during download")
@@ -411,9 +415,11 @@ async def _segmented(
 
             async def step(offset: int, length: int) -> None:
                 if upload:
+                    await opts.limit.take(length)
                     await f.write(os.pread(fd, length, offset), offset)
                 else:
                     while length > 0:
+                        await opts.limit.take(length)
                         data = cast(bytes, await f.read(length, offset))
                         if not data:
                             raise XferError(REMOTE, f"{rpath}: file shrank during download")

@@ -545,3 +545,16 @@ def test_one_big_file_in_segments_and_resumed(
     assert out["resumed_from"] >= 4 * 8 * 1024 * 1024
     assert (user.home / "big.bin").read_bytes() == data
     assert not list(marks.glob("*.json"))  # done: the record is gone
+
+
+def test_limit_rate_caps_all_connections_together(xfer: Xfer, user: User, tmp_path: Path) -> None:
+    (tmp_path / "paced").mkdir()
+    for i in range(4):
+        blob(tmp_path / "paced" / f"f{i}.bin", 1024 * 1024)
+    start = time.monotonic()
+    ok(xfer("put", "-r", "-j", "4", "--limit-rate", "2MiB", "paced"))
+    assert time.monotonic() - start >= 1.9  # 4 MiB at 2 MiB/s over four connections
+    names = sorted(p.name for p in (user.home / "paced").iterdir())
+    assert names == [f"f{i}.bin" for i in range(4)]
+    bad = xfer("get", "--limit-rate", "fast", "paced/f0.bin")
+    assert bad.returncode == 2 and "--limit-rate" in bad.stderr
