@@ -111,9 +111,7 @@ def warn(message: str) -> None:
     print(f"xfer: warning: {message}", file=sys.stderr)
 
 
-async def _pipeline(
-    start: int, size: int, block: int, requests: int, step: Callable[[int, int], Awaitable[None]]
-) -> None:
+async def _pipeline(start: int, size: int, block: int, requests: int, step: Step) -> None:
     """Run ``step(offset, length)`` over [start, size) with ``requests`` in flight."""
     offsets = iter(range(start, size, block))
 
@@ -128,6 +126,41 @@ async def _pipeline(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+Step = Callable[[int, int], Awaitable[None]]
+
+
+def _send(
+    f: asyncssh.SFTPClientFile, fd: int, opts: Options, advance: Callable[[int], None]
+) -> Step:
+    """One upload request: a local range written at its offset, within the rate limit."""
+
+    async def step(offset: int, length: int) -> None:
+        data = os.pread(fd, length, offset)
+        await opts.limit.take(len(data))
+        await f.write(data, offset)
+        advance(len(data))
+
+    return step
+
+
+def _receive(
+    f: asyncssh.SFTPClientFile, fd: int, rpath: str, opts: Options, advance: Callable[[int], None]
+) -> Step:
+    """One download request (short reads continued), written locally at its offset."""
+
+    async def step(offset: int, length: int) -> None:
+        while length > 0:
+            await opts.limit.take(length)
+            data = cast(bytes, await f.read(length, offset))
+            if not data:
+                raise XferError(REMOTE, f"{rpath}: file shrank during download")
+            os.pwrite(fd, data, offset)
+            advance(len(data))
+            offset, length = offset + len(data), length - len(data)
+
+    return step
 
 
 # -- verification --------------------------------------------------------------
@@ -254,13 +287,7 @@ async def _upload(
         async with remote.sftp.open(
             rpath, WRITE_RESUME if start else WRITE_NEW, encoding=None, block_size=0
         ) as f:
-
-            async def step(offset: int, length: int) -> None:
-                data = os.pread(fd, length, offset)
-                await opts.limit.take(len(data))
-                await f.write(data, offset)
-                advance(len(data))
-
+            step = _send(f, fd, opts, advance)
             await _pipeline(start, size, remote.block_size, opts.requests, step)
     finally:
         os.close(fd)
@@ -323,18 +350,7 @@ async def _download(
     fd = os.open(lpath, flags, 0o644)
     try:
         async with remote.sftp.open(rpath, "rb", encoding=None, block_size=0) as f:
-
-            async def step(offset: int, length: int) -> None:
-                while length > 0:
-                    await opts.limit.take(length)
-                    data = cast(bytes, await f.read(length, offset))
-                    if not data:
-                        raise XferError(REMOTE, f"{rpath}: file shrank during download")
-                    os.pwrite(fd, data, offset)
-                    advance(len(data))
-                    offset += len(data)
-                    length -= len(data)
-
+            step = _receive(f, fd, rpath, opts, advance)
             await _pipeline(start, size, remote.block_size, opts.requests, step)
         os.ftruncate(fd, size)
     finally:
@@ -412,23 +428,7 @@ async def _segmented(
     async def worker(remote: Remote) -> None:
         mode = WRITE_RESUME if upload else asyncssh.FXF_READ
         async with remote.sftp.open(rpath, mode, encoding=None, block_size=0) as f:
-
-            async def step(offset: int, length: int) -> None:
-                if upload:
-                    await opts.limit.take(length)
-                    await f.write(os.pread(fd, length, offset), offset)
-                else:
-                    while length > 0:
-                        await opts.limit.take(length)
-                        data = cast(bytes, await f.read(length, offset))
-                        if not data:
-                            raise XferError(REMOTE, f"{rpath}: file shrank during download")
-                        os.pwrite(fd, data, offset)
-                        advance(len(data))
-                        offset, length = offset + len(data), length - len(data)
-                    return
-                advance(length)
-
+            step = _send(f, fd, opts, advance) if upload else _receive(f, fd, rpath, opts, advance)
             for stripe in stripes:
                 lo = max(start, stripe * STRIPE)
                 hi = min(size, (stripe + 1) * STRIPE)

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sftpd.events import EVENT_NAMES, Event
 
@@ -44,7 +45,13 @@ class Hook:
     @property
     def label(self) -> str:
         """How logs and metrics name it: the program or the URL (never the secret)."""
-        return os.path.basename(self.command[0]) if self.command else self.url
+        if self.command:
+            return os.path.basename(self.command[0])
+        parts = urlsplit(self.url)  # never user:password@ from the URL into a log line
+        if not parts.username:
+            return self.url
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=host))
 
     def wants(self, event: Event) -> bool:
         if event.name not in self.events:

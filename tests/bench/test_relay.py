@@ -4,9 +4,11 @@ bench.wan runs end to end at a small size (its speeds are measured, not asserted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,27 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-@pytest.mark.parametrize("rtt_ms", [20, 100])
-async def test_the_relay_adds_the_round_trip_time(rtt_ms: float) -> None:
+@contextlib.asynccontextmanager
+async def through_relay(
+    rtt_ms: float, rate_mbit: float = 0
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to an echo server through a relay; everything closed afterwards."""
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    relay = await serve(0, echo.sockets[0].getsockname()[1], rtt_ms)
+    relay = await serve(0, echo.sockets[0].getsockname()[1], rtt_ms, rate_mbit)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.sockets[0].getsockname()[1])
     try:
+        yield reader, writer
+    finally:
+        writer.close()
+        relay.close()
+        echo.close()
+        await relay.wait_closed()
+        await echo.wait_closed()
+
+
+@pytest.mark.parametrize("rtt_ms", [20, 100])
+async def test_the_relay_adds_the_round_trip_time(rtt_ms: float) -> None:
+    async with through_relay(rtt_ms) as (reader, writer):
         times = []
         for _ in range(5):
             start = time.monotonic()
@@ -38,30 +55,15 @@ async def test_the_relay_adds_the_round_trip_time(rtt_ms: float) -> None:
             times.append((time.monotonic() - start) * 1000)
         assert min(times) >= rtt_ms * 0.98, times  # never faster than the link
         assert sorted(times)[2] < rtt_ms + 25, times  # and not much slower (median)
-    finally:
-        writer.close()
-        relay.close()
-        echo.close()
-        await relay.wait_closed()
-        await echo.wait_closed()
 
 
 async def test_the_relay_caps_bandwidth() -> None:
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    relay = await serve(0, echo.sockets[0].getsockname()[1], 2, rate_mbit=40)
-    reader, writer = await asyncio.open_connection("127.0.0.1", relay.sockets[0].getsockname()[1])
     data = b"y" * 2_500_000  # 0.5 s at 40 Mbit/s each way (they overlap)
-    try:
+    async with through_relay(2, rate_mbit=40) as (reader, writer):
         start = time.monotonic()
         writer.write(data)
         await asyncio.gather(writer.drain(), reader.readexactly(len(data)))
         assert time.monotonic() - start >= 0.5
-    finally:
-        writer.close()
-        relay.close()
-        echo.close()
-        await relay.wait_closed()
-        await echo.wait_closed()
 
 
 @pytest.mark.timeout(300)

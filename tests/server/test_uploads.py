@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -53,6 +52,22 @@ def plant(server: LiveServer, user: User, name: str, data: bytes) -> None:
 
 def temps(home: Path) -> list[str]:
     return [n for _, _, files in os.walk(home) for n in files if n.startswith(TEMP_PREFIX)]
+
+
+def kill_mid_upload(server: LiveServer, user: User, argv: list[str], batch: str = "") -> None:
+    """Start a client (``argv`` after its connection options), SIGKILL it once its hidden
+    temporary file holds 8 MiB."""
+    client = subprocess.Popen(
+        [argv[0], "-P", str(server.port), *server.ssh_options(), *argv[1:]],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert client.stdin is not None
+    client.stdin.write(batch)
+    client.stdin.flush()
+    wait_for(lambda: any((user.home / n).stat().st_size > 8 * MiB for n in temps(user.home)),
+             "the upload never started")  # fmt: skip
+    client.send_signal(signal.SIGKILL)
+    client.wait(30)
 
 
 def wait_for(condition: object, what: str, timeout: float = 20) -> None:
@@ -118,18 +133,8 @@ def test_a_killed_client_leaves_the_old_file_and_no_temporary(
     user = atomic.add_user()
     plant(atomic, user, "big.bin", b"keep me\n")
     (tmp_path / "big.bin").write_bytes(os.urandom(256 * MiB))
-    client = subprocess.Popen(
-        ["sftp", "-b", "-", "-P", str(atomic.port), *atomic.ssh_options(),
-         f"{user.name}@127.0.0.1"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert client.stdin is not None
-    client.stdin.write(f"put {tmp_path / 'big.bin'} big.bin\n")
-    client.stdin.flush()
-    wait_for(lambda: any((user.home / n).stat().st_size > 8 * MiB for n in temps(user.home)),
-             "the upload never started")  # fmt: skip
-    client.send_signal(signal.SIGKILL)
-    client.wait(30)
+    kill_mid_upload(atomic, user, ["sftp", "-b", "-", f"{user.name}@127.0.0.1"],
+                    f"put {tmp_path / 'big.bin'} big.bin\n")  # fmt: skip
     wait_for(lambda: temps(user.home) == [], "the temporary file was not removed")
     assert (user.home / "big.bin").read_bytes() == b"keep me\n"
     assert_exact(atomic, user)
@@ -176,18 +181,8 @@ def test_atomic_resume_keeps_a_broken_upload_for_reput(
     user = resumable.add_user()
     data = os.urandom(128 * MiB)
     (tmp_path / "r.bin").write_bytes(data)
-    client = subprocess.Popen(
-        ["sftp", "-b", "-", "-P", str(resumable.port), *resumable.ssh_options(),
-         f"{user.name}@127.0.0.1"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert client.stdin is not None
-    client.stdin.write(f"put {tmp_path / 'r.bin'} r.bin\n")
-    client.stdin.flush()
-    wait_for(lambda: any((user.home / n).stat().st_size > 8 * MiB for n in temps(user.home)),
-             "the upload never started")  # fmt: skip
-    client.send_signal(signal.SIGKILL)
-    client.wait(30)
+    kill_mid_upload(resumable, user, ["sftp", "-b", "-", f"{user.name}@127.0.0.1"],
+                    f"put {tmp_path / 'r.bin'} r.bin\n")  # fmt: skip
     wait_for(lambda: (user.home / "r.bin").exists(), "the broken upload was not kept")
     partial = (user.home / "r.bin").stat().st_size
     assert 0 < partial < len(data) and temps(user.home) == []
@@ -197,7 +192,7 @@ def test_atomic_resume_keeps_a_broken_upload_for_reput(
     assert_exact(resumable, user)
 
 
-async def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> None:
+def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> None:
     assert run(tmp_path, "user", "add", "lee").returncode == 0
     home = tmp_path / "data" / "homes" / "lee"
     (home / "sub").mkdir(parents=True, exist_ok=True)
@@ -207,7 +202,6 @@ async def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) 
     server = Serve(tmp_path, "--no-demo", "--upload-mode", "atomic", "--workers", "1")
     try:
         assert not leftover.exists() and (home / "keep.txt").exists()
-        await asyncio.sleep(0)
     finally:
         code, err = server.stop()
     assert code == 0, err
@@ -220,15 +214,8 @@ def test_a_killed_legacy_scp_leaves_the_old_file(atomic: LiveServer, tmp_path: P
     user = atomic.add_user()
     plant(atomic, user, "big.bin", b"keep me\n")
     (tmp_path / "big.bin").write_bytes(os.urandom(256 * MiB))
-    client = subprocess.Popen(
-        ["scp", "-O", "-P", str(atomic.port), *atomic.ssh_options(), str(tmp_path / "big.bin"),
-         atomic.remote(user, "big.bin")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for(lambda: any((user.home / n).stat().st_size > 8 * MiB for n in temps(user.home)),
-             "the upload never started")  # fmt: skip
-    client.send_signal(signal.SIGKILL)
-    client.wait(30)
+    kill_mid_upload(atomic, user, ["scp", "-O", str(tmp_path / "big.bin"),
+                                   atomic.remote(user, "big.bin")])  # fmt: skip
     wait_for(lambda: temps(user.home) == [], "the temporary file was not removed")
     assert (user.home / "big.bin").read_bytes() == b"keep me\n"
     assert_exact(atomic, user)

@@ -51,3 +51,9 @@ def test_a_bad_hook_is_one_line_naming_it(tmp_path: Path, table: str, message: s
         load_settings(conf, env={})
     text = str(err.value)
     assert "\n" not in text and "hook 2:" in text and message in text
+
+
+def test_a_hook_label_never_carries_url_credentials() -> None:
+    hook = Hook(("upload",), url="https://ingest:hunter2@example.org:8443/hook")
+    assert hook.label == "https://example.org:8443/hook"
+    assert Hook(("upload",), command=("/usr/bin/ingest", "--fast")).label == "ingest"
