@@ -166,15 +166,20 @@ def _receive(
 # -- verification --------------------------------------------------------------
 
 
+RemoteSum = Awaitable[tuple[str, str] | None]
+
+
 async def _remote_matches(
-    remote: Remote, rpath: str, lpath: str, length: int, whole: bool, report: Report
-) -> bool | None:
+    remote: Remote, rpath: str, lpath: str, length: int, whole: bool, report: Report,
+    remote_sum: RemoteSum | None = None,
+) -> bool | None:  # fmt: skip
     """Does the remote file (whole, or its first ``length`` bytes) match the local one's
-    first ``length`` bytes? None when the server offers no way to tell."""
+    first ``length`` bytes? None when the server offers no way to tell. ``remote_sum``
+    is the server's answer already under way, if the caller started it earlier."""
     # Hash here while the server hashes there: sha256 is what servers usually answer with.
     local = asyncio.ensure_future(asyncio.to_thread(local_digest, lpath, "sha256", length))
     try:
-        got = await remote.checksum(rpath, None if whole else length)
+        got = await (remote_sum or remote.checksum(rpath, None if whole else length))
     except BaseException:
         await asyncio.gather(local, return_exceptions=True)
         raise
@@ -191,9 +196,11 @@ async def _remote_matches(
     return mine == digest
 
 
-async def _verify(remote: Remote, rpath: str, lpath: str, report: Report) -> bool:
+async def _verify(
+    remote: Remote, rpath: str, lpath: str, report: Report, remote_sum: RemoteSum | None
+) -> bool:
     size = os.stat(lpath).st_size
-    ok = await _remote_matches(remote, rpath, lpath, size, True, report)
+    ok = await _remote_matches(remote, rpath, lpath, size, True, report, remote_sum)
     if ok is None:
         report.unverified += 1
         return True
@@ -212,18 +219,27 @@ async def _transfer(
     remote: Remote, opts: Options, report: Report,
 ) -> None:  # fmt: skip
     """Move one file from a (proven) start offset, verify, and restart from zero once
-    when a resumed file does not verify."""
-    for attempt in (1, 2):
-        start = await start_at(opts.resume and attempt == 1)
-        await move(start)
-        if not opts.verify or await _verify(remote, rpath, lpath, report):
-            report.files += 1
-            report.bytes += size - start
-            report.resumed_from += start
-            return
-        if start == 0 or attempt == 2:
-            raise XferError(CHECKSUM, f"{rpath}: checksum mismatch after {verb}")
-        warn(f"{rpath}: checksum mismatch after resuming; {verb} again from zero")
+    when a resumed file does not verify. A download asks for the server's checksum of
+    its (complete) file at the start, so the server hashes while the bytes travel."""
+    early: asyncio.Future[tuple[str, str] | None] | None = None
+    if opts.verify and verb == "download":
+        early = asyncio.ensure_future(remote.checksum(rpath))
+    try:
+        for attempt in (1, 2):
+            start = await start_at(opts.resume and attempt == 1)
+            await move(start)
+            if not opts.verify or await _verify(remote, rpath, lpath, report, early):
+                report.files += 1
+                report.bytes += size - start
+                report.resumed_from += start
+                return
+            if start == 0 or attempt == 2:
+                raise XferError(CHECKSUM, f"{rpath}: checksum mismatch after {verb}")
+            warn(f"{rpath}: checksum mismatch after resuming; {verb} again from zero")
+    finally:
+        if early is not None and not early.done():
+            early.cancel()
+            await asyncio.gather(early, return_exceptions=True)
 
 
 async def put_file(

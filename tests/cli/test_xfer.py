@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,34 @@ def test_corrupted_remote_byte_is_caught(
     assert r.returncode == 6
 
 
+@pytest.fixture
+def corrupting_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: byte 1000 of every read that covers it is flipped on the way out
+    (the file on disk stays intact, so the server's own checksum is the true one)."""
+    real = core_files.OpenFile.read
+
+    def read(self: core_files.OpenFile, offset: int, size: int) -> bytes:
+        data = real(self, offset, size)
+        if offset <= 1000 < offset + len(data):
+            buf = bytearray(data)
+            buf[1000 - offset] ^= 0xFF
+            data = bytes(buf)
+        return data
+
+    monkeypatch.setattr(core_files.OpenFile, "read", read)
+
+
+def test_corrupted_download_is_caught(
+    xfer: Xfer, user: User, tmp_path: Path, corrupting_reads: None
+) -> None:
+    """The server's checksum is asked for when the download starts (it hashes while the
+    bytes travel); the bytes that arrived are still what is compared, at the end."""
+    (user.home / "c.bin").write_bytes(os.urandom(300_000))
+    r = xfer("get", "c.bin", "c.bin")
+    assert r.returncode == 6
+    assert r.stderr.strip().endswith("checksum mismatch after download")
+
+
 # -- failures and exit codes --------------------------------------------------------
 
 
@@ -305,6 +334,31 @@ def test_against_openssh_sshd(openssh_server: OpenSSHServer, tmp_path: Path) -> 
     ok(x("del", str(remote / "g.bin")))
     r = x("sp")
     assert r.returncode == 1  # plain OpenSSH has no sp
+
+
+async def test_openssh_checksum_prefers_openssl(
+    openssh_server: OpenSSHServer, tmp_path: Path
+) -> None:
+    """On a server with a shell, ``openssl dgst`` (SHA instructions; about 4x coreutils'
+    9.1 sha256sum here) answers first; without openssl, sha256sum still does."""
+    import asyncssh
+
+    from cli.remote import Remote
+
+    data = blob(openssh_server.root / f"{tmp_path.name}.bin", 3_000_000)
+    async with asyncssh.connect(
+        "127.0.0.1", openssh_server.port, username=openssh_server.user,
+        client_keys=[str(openssh_server.key)], known_hosts=str(openssh_server.known_hosts),
+        agent_path=None,
+    ) as conn:  # fmt: skip
+        async with conn.start_sftp_client() as sftp:
+            remote = Remote(conn, sftp, "/")
+            path = str(openssh_server.root / f"{tmp_path.name}.bin")
+            assert await remote.checksum(path) == ("sha256", hashlib.sha256(data).hexdigest())
+            openssl = "openssl dgst -sha256 -r"
+            assert remote._exec_ok == (
+                {openssl: True} if shutil.which("openssl") else {openssl: False, "sha256sum": True}
+            )
 
 
 def test_sftp_only_openssh_warns_instead_of_verifying(tmp_path: Path) -> None:
