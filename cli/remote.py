@@ -24,6 +24,11 @@ SFTPD_COMMANDS = (("sha256", "sha256sum"), ("sha1", "sha1sum"), ("md5", "md5sum"
 SHELL_COMMANDS = (("sha256", "openssl dgst -sha256 -r"), *SFTPD_COMMANDS)
 
 
+def safe_name(name: str) -> bool:
+    """A name a listing may contain: never one that climbs or nests (a hostile server)."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str

@@ -23,7 +23,7 @@ import asyncssh
 
 from cli import transfer
 from cli.errors import REMOTE, XferError
-from cli.remote import Remote, local_digest
+from cli.remote import Remote, local_digest, safe_name
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,6 @@ def excluded(rel: str, patterns: Iterable[str]) -> bool:
         fnmatch.fnmatchcase(rel, p) or any(fnmatch.fnmatchcase(part, p) for part in parts)
         for p in patterns
     )
-
-
-def safe_name(name: str) -> bool:
-    """A name a listing may contain: never one that climbs or nests (a hostile server)."""
-    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
 def local_tree(root: Path, patterns: tuple[str, ...]) -> Tree:

@@ -25,7 +25,7 @@ import asyncssh
 
 from cli.errors import CHECKSUM, REMOTE, XferError
 from cli.profiles import config_dir
-from cli.remote import Remote, local_digest
+from cli.remote import Remote, local_digest, safe_name
 from sftpd.core.limits import Pacer
 
 WRITE_NEW = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
@@ -577,7 +577,9 @@ async def _walk(remote: Remote, top: str) -> AsyncIterator[tuple[str, list[tuple
         files = []
         for n in await remote.sftp.readdir(d):
             name = str(n.filename)
-            if name in (".", ".."):
+            if not safe_name(name):
+                if name not in (".", ".."):
+                    warn(f"{d}: skipping a listed name that is not a plain name: {name!r}")
                 continue
             if n.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 pending.append(posixpath.join(d, name))
