@@ -40,7 +40,7 @@ def hostile(tmp_path: Path) -> Iterator[Xfer]:
         return await asyncssh.create_server(
             asyncssh.SSHServer, "127.0.0.1", 0, server_host_keys=[host],
             authorized_client_keys=str(client.with_suffix(".pub")),
-            sftp_factory=lambda chan: HostileSFTP(chan, chroot=str(root)),
+            sftp_factory=lambda chan: HostileSFTP(chan, chroot=bytes(root)),
         )  # fmt: skip
 
     server = asyncio.run_coroutine_threadsafe(listen(), loop).result(timeout=30)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.sync import excluded, safe_name
+from cli.remote import safe_name
+from cli.sync import excluded
 from tests.support import Xfer
 from tests.support.live import LiveServer, OpenSSHServer, User
 
