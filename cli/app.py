@@ -382,6 +382,21 @@ def shell(opts: Options) -> None:
     run_shell(opts, shell_verbs())
 
 
+@verb()
+def ui(
+    opts: Options,
+    local_dir: Annotated[Path, typer.Argument(help="Local directory to start in.")] = Path("."),
+) -> None:
+    """Two-pane file manager: local files left, the server's right, a transfer queue below."""
+    from cli.ui import run_ui
+
+    try:
+        code = run_ui(opts, local_dir)
+    except XferError as exc:
+        fail(exc)
+    raise typer.Exit(code)
+
+
 def main_entry() -> None:
     """Console script ``xfer``."""
     app(prog_name="xfer")

@@ -54,10 +54,24 @@ class ConnectOptions:
     accept_new: bool = False
     batch: bool = False
     password: str | None = None  # from --password-stdin or XFER_PASSWORD
+    trust: str | None = None  # an unknown host's fingerprint the user accepted (xfer ui)
 
     @property
     def known_hosts_path(self) -> Path:
         return self.known_hosts or default_known_hosts()
+
+
+class UnknownHost(XferError):
+    """A host not in known_hosts, refused without asking (batch mode); a caller with its
+    own way to ask (the UI's dialog) retries with ``ConnectOptions.trust``."""
+
+    def __init__(self, pattern: str, algorithm: str, fingerprint: str) -> None:
+        super().__init__(
+            CONNECT,
+            f"unknown host {pattern} ({algorithm} {fingerprint}); "
+            "use --accept-new or add it to known_hosts",
+        )
+        self.pattern, self.algorithm, self.fingerprint = pattern, algorithm, fingerprint
 
 
 def default_known_hosts() -> Path:
@@ -144,13 +158,9 @@ class _Client(asyncssh.SSHClient):
                 f"fix {self.opts.known_hosts_path}",
             )
             return False
-        if not self.opts.accept_new:
+        if not self.opts.accept_new and fingerprint != self.opts.trust:
             if self.opts.batch:
-                self.refusal = XferError(
-                    CONNECT,
-                    f"unknown host {pattern} ({key.get_algorithm()} {fingerprint}); "
-                    "use --accept-new or add it to known_hosts",
-                )
+                self.refusal = UnknownHost(pattern, key.get_algorithm(), fingerprint)
                 return False
             answer = ask_tty(
                 f"The authenticity of host '{pattern}' can't be established.\n"

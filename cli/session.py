@@ -67,9 +67,11 @@ def remember_cwd(opts: Options, cwd: str) -> None:
     profiles.save()
 
 
-async def open_remote(opts: Options, password: str | None, cwd: str | None = None) -> Remote:
+async def open_remote(
+    opts: Options, password: str | None, cwd: str | None = None, trust: str | None = None
+) -> Remote:
     """Connect, start SFTP and find the working directory (``cwd``, the profile's, or the
-    server's)."""
+    server's). ``trust``: the fingerprint of an unknown host the user accepted."""
     target, profile = resolve_profile(opts)
     conn = await connect(
         ConnectOptions(
@@ -80,6 +82,7 @@ async def open_remote(opts: Options, password: str | None, cwd: str | None = Non
             accept_new=opts.accept_new,
             batch=opts.batch,
             password=password,
+            trust=trust,
         )
     )
     try:
@@ -102,7 +105,7 @@ class Session:
         self._password: str | None = None
         self._password_read = False
 
-    def _secret(self) -> str | None:
+    def secret(self) -> str | None:
         """The password, read from stdin once however many connections use it."""
         if not self._password_read:
             self._password_read = True
@@ -115,7 +118,7 @@ class Session:
 
     async def remote(self) -> Remote:
         if self._remote is None:
-            self._remote = await open_remote(self.opts, self._secret())
+            self._remote = await open_remote(self.opts, self.secret())
         return self._remote
 
     async def pool(self, n: int) -> list[Remote]:
@@ -125,7 +128,7 @@ class Session:
         missing = n - 1 - len(self._extra)
         if missing > 0:  # at once: each costs a few round trips
             more = await asyncio.gather(
-                *(open_remote(self.opts, self._secret(), first.cwd) for _ in range(missing)),
+                *(open_remote(self.opts, self.secret(), first.cwd) for _ in range(missing)),
                 return_exceptions=True,
             )
             self._extra += [r for r in more if isinstance(r, Remote)]

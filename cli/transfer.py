@@ -31,6 +31,7 @@ from sftpd.core.limits import Pacer
 WRITE_NEW = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
 WRITE_RESUME = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
 STRIPE = 8 * 1024 * 1024  # a segmented transfer hands out the file in pieces of this size
+PARTIAL_TRIM_SECONDS = 10.0  # a stopped upload's last request: cut the partial at its gap
 
 #: ``pool(n)``: n open connections (the first is the session's own)
 Pool = Callable[[int], Awaitable[list[Remote]]]
@@ -111,13 +112,32 @@ def warn(message: str) -> None:
     print(f"xfer: warning: {message}", file=sys.stderr)
 
 
-async def _pipeline(start: int, size: int, block: int, requests: int, step: Step) -> None:
+class Frontier:
+    """How far from its start a pipelined range is done without a gap: what a partial
+    keeps when the transfer stops, so that a resume finds no holes to disprove it."""
+
+    def __init__(self, start: int) -> None:
+        self.at = start
+        self._ends: dict[int, int] = {}  # finished ranges past the frontier: offset -> end
+
+    def add(self, offset: int, length: int) -> None:
+        self._ends[offset] = offset + length
+        while self.at in self._ends:
+            self.at = self._ends.pop(self.at)
+
+
+async def _pipeline(
+    start: int, size: int, block: int, requests: int, step: Step, frontier: Frontier | None = None
+) -> None:
     """Run ``step(offset, length)`` over [start, size) with ``requests`` in flight."""
     offsets = iter(range(start, size, block))
 
     async def worker() -> None:
         for offset in offsets:
-            await step(offset, min(block, size - offset))
+            length = min(block, size - offset)
+            await step(offset, length)
+            if frontier is not None:
+                frontier.add(offset, length)
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, requests))]
     try:
@@ -304,7 +324,13 @@ async def _upload(
             rpath, WRITE_RESUME if start else WRITE_NEW, encoding=None, block_size=0
         ) as f:
             step = _send(f, fd, opts, advance)
-            await _pipeline(start, size, remote.block_size, opts.requests, step)
+            done = Frontier(start)
+            try:
+                await _pipeline(start, size, remote.block_size, opts.requests, step, done)
+            except BaseException:  # cancelled or failed: cut the partial at its first gap
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(f.truncate(done.at), PARTIAL_TRIM_SECONDS)
+                raise
     finally:
         os.close(fd)
 
@@ -365,9 +391,14 @@ async def _download(
     flags = os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC)
     fd = os.open(lpath, flags, 0o644)
     try:
-        async with remote.sftp.open(rpath, "rb", encoding=None, block_size=0) as f:
-            step = _receive(f, fd, rpath, opts, advance)
-            await _pipeline(start, size, remote.block_size, opts.requests, step)
+        done = Frontier(start)
+        try:
+            async with remote.sftp.open(rpath, "rb", encoding=None, block_size=0) as f:
+                step = _receive(f, fd, rpath, opts, advance)
+                await _pipeline(start, size, remote.block_size, opts.requests, step, done)
+        except BaseException:  # cancelled or failed: cut the partial at its first gap
+            os.ftruncate(fd, done.at)
+            raise
         os.ftruncate(fd, size)
     finally:
         os.close(fd)

@@ -105,6 +105,10 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
                 status = await no_shell(ctx, host, port)
             else:
                 status = await run_command(ctx, command)
+        except (BrokenPipeError, ConnectionError, asyncssh.Error) as exc:
+            # the client went away while the command ran (xfer drops a checksum it no
+            # longer needs): nothing to report to anyone
+            log.debug("exec channel closed early", extra={"error": str(exc)})
         except Exception:
             log.exception("exec command failed", extra={"user": conn.username})
             stderr.write(b"sftpd: internal error\n")

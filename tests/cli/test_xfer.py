@@ -306,7 +306,10 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_file(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip() == "xfer: interrupted"
-    ok(xfer("put", "--resume", "big.bin"))
+    partial = (user.home / "big.bin").stat().st_size  # cut at its first gap on the way out
+    r = xfer("--json", "put", "--resume", "big.bin")
+    assert json.loads(ok(r))["resumed_from"] == partial > 0, r.stderr
+    assert "differs" not in r.stderr
     assert (user.home / "big.bin").read_bytes() == data
 
 
