@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--reps N] [--output FILE]: sftpd vs OpenSSH vs bare asyncssh."""
+"""python -m bench [--quick] [--reps N] [--output FILE] [--only W,...] [--ciphers C,...]:
+sftpd vs OpenSSH vs bare asyncssh."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI-sized run (a minute or two)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload")
     parser.add_argument("--output", help="also write the markdown table to this file")
+    parser.add_argument(
+        "--only", help=f"comma list of workloads to run (of {', '.join(Bench.WORKLOADS)})"
+    )
+    parser.add_argument(
+        "--ciphers", default=",".join(CIPHERS), help="comma list for workloads 1 and 7"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else set(Bench.WORKLOADS)
+    if only - set(Bench.WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(only - set(Bench.WORKLOADS)))}")
     try:
         check_prerequisites()
     except Missing as exc:
@@ -33,7 +43,7 @@ def main() -> int:
     with workdir(8 * max(sizes.big, sizes.hash_size)) as tmp:
         from pathlib import Path
 
-        bench = Bench(sizes, CIPHERS, Path(tmp))
+        bench = Bench(sizes, args.ciphers.split(","), Path(tmp), only)
         try:
             bench.start()
             bench.run(lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))

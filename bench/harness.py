@@ -75,7 +75,13 @@ class Row:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, ciphers: list[str], workdir: Path) -> None:
+    #: what ``--only`` names: the methods below, in the order a repetition runs them
+    WORKLOADS = ("transfers", "small_files", "concurrent", "logins", "hashing", "latency", "idle")
+
+    def __init__(
+        self, sizes: Sizes, ciphers: list[str], workdir: Path, only: set[str] | None = None
+    ) -> None:
+        self.only = set(self.WORKLOADS) if only is None else only
         self.sizes = sizes
         self.ciphers = ciphers
         self.tmp = workdir
@@ -193,15 +199,14 @@ class Bench:
             )
             for server in order:
                 progress(f"rep {rep + 1}/{self.sizes.reps}: {server.name}")
-                for cipher in self.ciphers:
-                    self.transfers(server, cipher)
-                self.small_files(server)
-                self.concurrent(server)
-                self.logins(server)
-                self.hashing(server)
-                self.latency(server)
+                if "transfers" in self.only:
+                    for cipher in self.ciphers:
+                        self.transfers(server, cipher)
+                for name in self.WORKLOADS[1:-1]:
+                    if name in self.only:
+                        getattr(self, name)(server)
                 server.clean()
-        for server in self.servers:
+        for server in self.servers if "idle" in self.only else []:
             progress(f"idle sessions: {server.name}")
             self.idle(server)
 

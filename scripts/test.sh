@@ -38,6 +38,12 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install_quiet_service
 command -v sha512sum >/dev/null || apt_install coreutils
 
 PYTHON="${PYTHON:-python3}"
+# The C accelerator for chacha20-poly1305 (sftpd/ssh/_chacha.c) builds with these; without
+# them pip skips it and sftpd runs its Python path (tests/interop/test_chacha.py insists).
+command -v gcc >/dev/null || apt_install gcc
+[ -e /usr/include/openssl/evp.h ] || apt_install libssl-dev
+[ -e "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+    || apt_install python3-dev
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv || { apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi

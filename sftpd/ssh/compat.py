@@ -10,7 +10,9 @@ the suite instead of silently changing behaviour):
 2. :func:`binary_streams` replaces the stream setup of
    ``SSHServerStreamSession.session_started``, so channel dispatch is ours;
 3. :func:`skip_cbc_countermeasure` wraps ``send_packet`` to drop empty IGNOREs;
-4. :func:`client_extended_request` sends an SFTP extension asyncssh's client lacks.
+4. :func:`client_extended_request` sends an SFTP extension asyncssh's client lacks;
+5. :func:`use_fast_chacha` puts ``sftpd/ssh/chacha.py`` in asyncssh's cipher table in place
+   of its chacha20-poly1305 shim.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -21,6 +23,7 @@ import logging
 from typing import Any, cast
 
 import asyncssh
+from asyncssh import encryption as _encryption
 from asyncssh.constants import (
     FXP_EXTENDED_REPLY,
     FXP_NAME,
@@ -39,7 +42,7 @@ __all__ = [
     "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
     "binary_streams", "client_extended_request", "run_scp_server",
-    "skip_cbc_countermeasure", "version_is_tested",
+    "skip_cbc_countermeasure", "use_fast_chacha", "version_is_tested",
 ]  # fmt: skip
 
 log = logging.getLogger("sftpd.compat")
@@ -133,3 +136,24 @@ async def client_extended_request(
     packet = await handler._make_request(name, *fields)
     assert isinstance(packet, SSHPacket)
     return packet
+
+
+# -- 5. a faster chacha20-poly1305 -------------------------------------------------------
+
+CHACHA = b"chacha20-poly1305@openssh.com"
+
+
+def use_fast_chacha() -> str:
+    """Make new connections (server and client, in this process) use sftpd's
+    chacha20-poly1305@openssh.com; returns ``"native"`` or ``"python"`` (which one).
+
+    asyncssh looks the class up in ``encryption._enc_params`` each time it sets up keys
+    (``get_encryption``, ``get_encryption_params``); only the class changes, so which
+    algorithms are offered, and in what order, stays as it was.
+    """
+    from sftpd.ssh.chacha import FastChachaEncryption, implementation
+
+    params = _encryption._enc_params
+    if CHACHA in params:
+        params[CHACHA] = (FastChachaEncryption, params[CHACHA][1])  # type: ignore[assignment]
+    return implementation()

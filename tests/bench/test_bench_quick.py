@@ -27,6 +27,21 @@ def test_quick_benchmark_runs_and_reports_every_workload(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(600)
+def test_one_workload_with_chosen_ciphers(tmp_path: Path) -> None:
+    out = tmp_path / "table.md"
+    argv = [sys.executable, "-m", "bench", "--quick", "--reps", "1", "--only", "transfers",
+            "--ciphers", "aes128-ctr", "--output", str(out)]  # fmt: skip
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split("|")[1].strip() for line in out.read_text().splitlines()[4:] if "|" in line}
+    assert rows == {"1. sftp upload, aes128-ctr", "1. sftp download, aes128-ctr", "2. xfer put",
+                    "2. xfer get", "7. server CPU per GiB moved, aes128-ctr"}  # fmt: skip
+    r = subprocess.run([*argv[:3], "--only", "transfers,bogus"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "unknown workloads: bogus" in r.stderr
+
+
+@pytest.mark.timeout(600)
 def test_quick_two_node_benchmark_runs(pg_server: object) -> None:
     """``pg_server`` only makes this skip loudly when PostgreSQL is missing."""
     r = subprocess.run([sys.executable, "-m", "bench.nodes", "--quick"],

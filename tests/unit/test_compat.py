@@ -31,6 +31,10 @@ PINNED = {
     "connection.SSHConnection.send_packet": "fb9da7bec6dd395a",
     # 4. compat.client_extended_request
     "sftp.SFTPClientHandler._make_request": "89d230f05bd86d76",
+    # 5. compat.use_fast_chacha replaces ChachaEncryption in the table these read
+    "encryption.ChachaEncryption": "5902581e97e59135",
+    "encryption.get_encryption": "23e1cd4df063d09b",
+    "encryption.get_encryption_params": "94d714f8def4ae22",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
