@@ -8,6 +8,7 @@ is a line in the status bar; the app stays usable.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -118,10 +119,10 @@ class XferApp(App[int]):
         status.update(text)
         status.set_class(error, "error")
 
-    async def _guard(self, work: object) -> bool:
+    async def _guard(self, work: Awaitable[object]) -> bool:
         """Await ``work``; a failure becomes the status line. True if it succeeded."""
         try:
-            await work  # type: ignore[misc]
+            await work
         except Exception as exc:
             self.say(str(from_exception(exc)), error=True)
             return False

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -248,3 +250,11 @@ async def test_password_is_asked_in_a_dialog(live_server: LiveServer, tmp_path: 
         await pilot.press("enter")
         await until(pilot, lambda: app.remote is not None, "the connection")
         assert app.messages[-1].startswith("connected to")
+
+
+def test_without_a_terminal_it_says_so(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "cli", "-t", "me@127.0.0.1:1", "ui"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                       cwd=tmp_path, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip() == "xfer: xfer ui needs a terminal (use put/get/sync in scripts)"
