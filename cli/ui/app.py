@@ -80,6 +80,7 @@ class XferApp(App[int]):
         self.queue: TransferQueue | None = None
         self.messages: list[str] = []  # the status lines shown so far (tests read them)
         self._closing = False
+        self._remote_cwd: str | None = None  # where to go back to after a lost connection
 
     # -- layout and start ------------------------------------------------------
 
@@ -125,8 +126,24 @@ class XferApp(App[int]):
             await work
         except Exception as exc:
             self.say(str(from_exception(exc)), error=True)
+            self._check_connection()
             return False
         return True
+
+    def _check_connection(self) -> None:
+        """After a failure: if it was the connection that went, say so and let ``r``
+        reconnect (to the same directory)."""
+        if self.remote is None or not self.remote.conn.is_closed():
+            return
+        self._remote_cwd = self.remote.cwd
+        if self.queue is not None:
+            self.queue.cancel()
+        self.remote = self.queue = None
+        self.right.side = None
+        self.right.clear()
+        self.right.rows_shown = []
+        self.query_one("#queue", Static).update("")
+        self._not_connected("connection lost (r: reconnect)")
 
     # -- connecting ------------------------------------------------------------
 
@@ -141,7 +158,9 @@ class XferApp(App[int]):
         password, trust, tries = self.password, None, 0
         while True:
             try:
-                remote = await open_remote(replace(self.opts, batch=True), password, trust=trust)
+                remote = await open_remote(
+                    replace(self.opts, batch=True), password, self._remote_cwd, trust
+                )
                 break
             except UnknownHost as exc:
                 question = (
@@ -172,6 +191,7 @@ class XferApp(App[int]):
 
     def _not_connected(self, why: str) -> None:
         self.right.border_title = "not connected (r: try again)"
+        self.right.border_subtitle = ""
         self.say(why, error=True)
 
     async def show_quota(self) -> None:
@@ -199,6 +219,7 @@ class XferApp(App[int]):
             return
         if job.state == "failed":
             self.say(job.message, error=True)
+            self._check_connection()
         elif job.state == "done" and job.message:
             self.say(f"{job.name}: {job.message}")
         self.call_later(self._after_transfer, job)
@@ -274,6 +295,7 @@ class XferApp(App[int]):
             n = await self.queue.add(upload, sources, dst.cwd)
         except Exception as exc:
             self.say(str(from_exception(exc)), error=True)
+            self._check_connection()
             return
         src.marked.clear()
         await self._guard(src.load())
@@ -340,6 +362,7 @@ class XferApp(App[int]):
             await self._guard(pane.load())
 
     async def action_refresh(self) -> None:
+        self._check_connection()
         if self.remote is None:
             self.connect()
         for pane in (self.left, self.right):

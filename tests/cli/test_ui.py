@@ -252,6 +252,35 @@ async def test_password_is_asked_in_a_dialog(live_server: LiveServer, tmp_path: 
         assert app.messages[-1].startswith("connected to")
 
 
+async def test_a_lost_connection_is_said_and_r_reconnects(
+    live_server: LiveServer, user: User, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "f.txt").write_text("x\n")
+    (user.home / "inbox").mkdir()
+    app = app_for(live_server, user, local)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "inbox" in names(app.right), "the remote listing")
+        await go_to(pilot, app.right, "inbox")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.right.cwd == "/inbox", "cd inbox")
+        first = app.remote
+        assert first is not None
+        first.conn.close()  # the network goes away
+        await first.conn.wait_closed()
+        await go_to(pilot, app.left, "f.txt")
+        await pilot.press("f5", "y")  # not a traceback: a message, and the pane says so
+        await until(pilot, lambda: app.remote is None, "the loss noticed")
+        assert any("connection lost" in m for m in app.messages)
+        assert "not connected" in str(app.right.border_title)
+        await pilot.press("r")
+        await until(pilot, lambda: app.remote is not None, "the reconnection")
+        assert app.remote is not first and app.right.cwd == "/inbox"
+        await pilot.press("f5", "y")
+        await until(pilot, lambda: (user.home / "inbox" / "f.txt").exists(), "the upload")
+
+
 def test_without_a_terminal_it_says_so(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "cli", "-t", "me@127.0.0.1:1", "ui"],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL,
