@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sftpd.core.quota import CHUNK, scan_home
+from sftpd.core.quota import scan_home
 from tests.support.live import LiveServer, User, assert_exact, live_usage
 
 MiB = 1024 * 1024
@@ -305,7 +305,8 @@ async def test_big_scan_does_not_stall_other_sessions(live_server: LiveServer) -
 
 
 def test_chunked_reservations_cost_no_write_per_packet(live_server: LiveServer) -> None:
-    """A 32 MiB upload claims a handful of 8 MiB chunks, not one per 32 KiB packet."""
+    """A 96 MiB upload claims 8, 16, 32 and 64 MiB (doubling while each claim is granted
+    in full), not one per 32 KiB packet, nor twelve of 8 MiB."""
     user = live_server.add_user(quota=0)
     ledger = live_server.service.ledger(user.name)
     calls = 0
@@ -320,12 +321,28 @@ def test_chunked_reservations_cost_no_write_per_packet(live_server: LiveServer) 
     for attr in ("usage", "apply", "create_file"):
         setattr(ledger.store, attr, getattr(live_server.service.store, attr))
     ledger.store.reserve = counting  # type: ignore[method-assign]
-    src = live_server.tmp / "32m.bin"
-    src.write_bytes(os.urandom(32 * MiB))
+    src = live_server.tmp / "96m.bin"
+    src.write_bytes(os.urandom(96 * MiB))
     result = live_server.sftp(user, f"put {src} f\n", "-B", "32768")
     assert result.returncode == 0, result.stderr
-    assert calls <= 32 * MiB // CHUNK + 1
+    assert calls == 4, calls  # 8 + 16 + 32 + 64 >= 96
     assert_exact(live_server, user)
+    src.unlink()
+
+
+def test_claims_start_small_again_near_the_quota(live_server: LiveServer) -> None:
+    """With claims doubling (8 + 16, then 32 wanted and 16 left), the user still fills
+    the quota to the byte, and not one byte more."""
+    user = live_server.add_user(quota=40 * MiB)
+    src = live_server.tmp / "fill.bin"
+    src.write_bytes(os.urandom(40 * MiB))
+    result = live_server.sftp(user, f"put {src} f\n")
+    assert result.returncode == 0, result.stderr
+    assert (user.home / "f").stat().st_size == 40 * MiB
+    result = live_server.sftp(user, f"put {src} g\n")
+    assert result.returncode != 0 and "quota exceeded" in result.stderr.lower()
+    assert_exact(live_server, user)
+    src.unlink()
 
 
 def test_quota_cli_set_show_and_scan(live_server: LiveServer) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from sftpd.core.quota import QuotaLedger
+from sftpd.core.errors import QuotaExceeded
+from sftpd.core.quota import CHUNK, QuotaLedger
 from sftpd.store import Store, UserRecord, open_store
 
 
@@ -121,3 +122,21 @@ async def test_a_store_that_cannot_write_defers_without_failing_the_close(
 
     await until(landed, "the deferred write never landed")
     assert ledger.pending == 0
+
+
+async def test_claims_double_while_granted_in_full_and_start_over_near_the_quota(
+    ledger: QuotaLedger, store: GatedStore
+) -> None:
+    """Alice has 100 MiB. Claims of 8, 16, 32 MiB are granted in full; the next wants 64
+    and gets the 44 that are left, so the claim size starts over; then nothing is left."""
+    MiB = 1 << 20
+    reserved = []
+    for _ in range(4):
+        await ledger.grow(ledger.pool + 1)  # one byte more than the pool holds: a claim
+        u = await store.store.usage("alice", 0)
+        assert u is not None
+        reserved.append(u.reserved // MiB)
+    assert reserved == [8, 24, 56, 100]
+    assert ledger.claim == CHUNK
+    with pytest.raises(QuotaExceeded):
+        await ledger.grow(ledger.pool + 1)
