@@ -230,7 +230,8 @@ async def _verify(
 # -- upload --------------------------------------------------------------------
 
 
-StartFn = Callable[[bool], Awaitable[int]]
+#: (resume?, the server's whole-file checksum already under way or None) -> start offset
+StartFn = Callable[[bool, RemoteSum | None], Awaitable[int]]
 MoveFn = Callable[[int], Awaitable[None]]
 
 
@@ -246,7 +247,7 @@ async def _transfer(
         early = asyncio.ensure_future(remote.checksum(rpath))
     try:
         for attempt in (1, 2):
-            start = await start_at(opts.resume and attempt == 1)
+            start = await start_at(opts.resume and attempt == 1, early)
             await move(start)
             if not opts.verify or await _verify(remote, rpath, lpath, report, early):
                 report.files += 1
@@ -271,7 +272,7 @@ async def put_file(
     segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
     mark = Checkpoint("up", remote, lpath, rpath, size) if segmented else None
 
-    async def start_at(resume: bool) -> int:
+    async def start_at(resume: bool, _sum: RemoteSum | None) -> int:
         keep = mark.frontier() if mark is not None and resume else None
         if keep is not None:  # keep only the contiguous part a kill left behind
             await _trim_remote(remote, rpath, keep)
@@ -347,11 +348,11 @@ async def get_file(
     segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
     mark = Checkpoint("down", remote, lpath, rpath, size) if segmented else None
 
-    async def start_at(resume: bool) -> int:
+    async def start_at(resume: bool, whole: RemoteSum | None) -> int:
         keep = mark.frontier() if mark is not None and resume else None
         if keep is not None and os.path.exists(lpath) and os.stat(lpath).st_size > keep:
             os.truncate(lpath, keep)
-        return await _download_start(remote, rpath, lpath, size, resume, report)
+        return await _download_start(remote, rpath, lpath, size, resume, report, whole)
 
     async def move(start: int) -> None:
         if mark is not None and pool:
@@ -366,8 +367,9 @@ async def get_file(
 
 
 async def _download_start(
-    remote: Remote, rpath: str, lpath: str, size: int, resume: bool, report: Report
-) -> int:
+    remote: Remote, rpath: str, lpath: str, size: int, resume: bool, report: Report,
+    whole: RemoteSum | None = None,
+) -> int:  # fmt: skip
     if not resume or not os.path.exists(lpath):
         return 0
     have = os.stat(lpath).st_size
@@ -375,7 +377,10 @@ async def _download_start(
         if have > size:
             warn(f"{lpath}: local file is larger than the remote one; downloading from zero")
         return 0
-    same = await _remote_matches(remote, rpath, lpath, have, have == size, report)
+    complete = have == size  # then the whole-file checksum asked for at the start answers
+    same = await _remote_matches(
+        remote, rpath, lpath, have, complete, report, whole if complete else None
+    )
     if same is None:
         warn(f"{rpath}: server cannot prove the local part; resuming unchecked")
     elif not same:

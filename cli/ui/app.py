@@ -81,15 +81,21 @@ class XferApp(App[int]):
         self.messages: list[str] = []  # the status lines shown so far (tests read them)
         self._closing = False
         self._remote_cwd: str | None = None  # where to go back to after a lost connection
+        # Held, not queried: a query looks at the active screen, which is a dialog's while
+        # one is open, and the queue and transfers go on updating these meanwhile.
+        self.left = Pane(LocalSide(local_dir), id="local")
+        self.right = Pane(None, id="remote")
+        self.queue_line = Static(id="queue")
+        self.status = Static(id="status")
 
     # -- layout and start ------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="panes"):
-            yield Pane(LocalSide(self.local_dir), id="local")
-            yield Pane(None, id="remote")
-        yield Static(id="queue")
-        yield Static(id="status")
+            yield self.left
+            yield self.right
+        yield self.queue_line
+        yield self.status
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -97,14 +103,6 @@ class XferApp(App[int]):
         await self._guard(self.left.load())
         self.set_interval(0.25, self.show_queue)
         self.connect()
-
-    @property
-    def left(self) -> Pane:
-        return self.query_one("#local", Pane)
-
-    @property
-    def right(self) -> Pane:
-        return self.query_one("#remote", Pane)
 
     @property
     def pane(self) -> Pane:
@@ -116,9 +114,8 @@ class XferApp(App[int]):
 
     def say(self, text: str, error: bool = False) -> None:
         self.messages.append(text)
-        status = self.query_one("#status", Static)
-        status.update(text)
-        status.set_class(error, "error")
+        self.status.update(text)
+        self.status.set_class(error, "error")
 
     async def _guard(self, work: Awaitable[object]) -> bool:
         """Await ``work``; a failure becomes the status line. True if it succeeded."""
@@ -142,7 +139,7 @@ class XferApp(App[int]):
         self.right.side = None
         self.right.clear()
         self.right.rows_shown = []
-        self.query_one("#queue", Static).update("")
+        self.queue_line.update("")
         self._not_connected("connection lost (r: reconnect)")
 
     # -- connecting ------------------------------------------------------------
@@ -225,6 +222,10 @@ class XferApp(App[int]):
         self.call_later(self._after_transfer, job)
 
     async def _after_transfer(self, job: Job) -> None:
+        """Once the queue has drained: list the destination again (and the quota after an
+        upload). Not after every file: a tree of thousands would list it thousands of times."""
+        if self.queue is None or any(j.state in ("queued", "running") for j in self.queue.jobs):
+            return
         dest = self.right if job.upload else self.left
         if dest.side is not None:
             await self._guard(dest.load())
@@ -250,7 +251,7 @@ class XferApp(App[int]):
             f"total {bar(total, 12)} {format_size(s.done_bytes)} of {format_size(s.total_bytes)}"
             f"  {s.finished} done, {s.queued} queued, {s.stopped} stopped"
         )
-        self.query_one("#queue", Static).update(f"{line1}\n{line2}" if self.queue.jobs else "")
+        self.queue_line.update(f"{line1}\n{line2}" if self.queue.jobs else "")
 
     # -- actions ---------------------------------------------------------------
 

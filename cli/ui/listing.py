@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import asyncssh
-
 from cli.remote import Remote, safe_name
 from sftpd.sizes import format_size
 
@@ -128,15 +126,11 @@ class RemoteSide:
         return self.remote.cwd
 
     async def rows(self, path: str) -> list[Row]:
-        rows = []
-        for n in await self.remote.sftp.readdir(path):
-            name = str(n.filename)
-            if not safe_name(name):  # "." and "..", or a hostile server's "../x"
-                continue
-            a = n.attrs
-            is_dir = a.type == asyncssh.FILEXFER_TYPE_DIRECTORY
-            rows.append(Row(name, is_dir, a.size or 0, float(a.mtime or 0)))
-        return rows
+        return [
+            Row(e.name, e.is_dir, e.size, float(e.attrs.mtime or 0))
+            for e in await self.remote.listdir(path)
+            if safe_name(e.name)  # a hostile server's "../x" is not shown, so not used
+        ]
 
     async def cd(self, path: str) -> str:
         return await self.remote.cd(path)

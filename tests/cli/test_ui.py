@@ -5,7 +5,6 @@ error, an unknown host key. With XFER_UI_SHOTS=DIR the screens are saved there a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -14,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from cli.session import Options
 from cli.ui.app import XferApp
 from cli.ui.dialogs import Ask, Confirm, Help
 from cli.ui.panes import Pane
-from tests.support.live import LiveServer, User
+from tests.support.live import LiveServer, OpenSSHServer, User
 
 MiB = 1024 * 1024
 
@@ -29,6 +28,16 @@ MiB = 1024 * 1024
 def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XFER_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.delenv("XFER_TARGET", raising=False)
+
+
+def local_dir(tmp_path: Path, files: dict[str, bytes] | None = None) -> Path:
+    """The left pane's directory, with ``files`` (relative name -> content) in it."""
+    local = tmp_path / "local"
+    local.mkdir()
+    for name, content in (files or {}).items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(content)
+    return local
 
 
 def app_for(live_server: LiveServer, user: User, local: Path, known: Path | None = None) -> XferApp:
@@ -67,10 +76,9 @@ def shot(app: XferApp, name: str) -> None:
 
 
 async def test_browse_copy_and_manage(live_server: LiveServer, user: User, tmp_path: Path) -> None:
-    local = tmp_path / "local"
-    (local / "photos").mkdir(parents=True)
-    (local / "report.pdf").write_bytes(os.urandom(300_000))
-    (local / "photos" / "a.jpg").write_bytes(os.urandom(50_000))
+    local = local_dir(
+        tmp_path, {"report.pdf": os.urandom(300_000), "photos/a.jpg": os.urandom(50_000)}
+    )
     (user.home / "inbox").mkdir()
     (user.home / "notes.txt").write_text("remote notes\n")
     app = app_for(live_server, user, local)
@@ -160,10 +168,8 @@ async def test_browse_copy_and_manage(live_server: LiveServer, user: User, tmp_p
 async def test_cancel_leaves_a_partial_that_resumes(
     live_server: LiveServer, user: User, tmp_path: Path
 ) -> None:
-    local = tmp_path / "local"
-    local.mkdir()
     data = os.urandom(12 * MiB)
-    (local / "big.bin").write_bytes(data)
+    local = local_dir(tmp_path, {"big.bin": data})
     live_server.set_access(user, upload_bps=2 * MiB)
     app = app_for(live_server, user, local)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -173,15 +179,15 @@ async def test_cancel_leaves_a_partial_that_resumes(
         await go_to(pilot, app.left, "big.bin")
         await pilot.press("f5", "y")
         await until(pilot, lambda: bool(queue.jobs) and queue.jobs[0].done > MiB, "bytes")
-        await pilot.pause(0.3)  # the queue line redraws every 0.25 s
+        queue_line = app.query_one("#queue", Static)
+        await until(pilot, lambda: "big.bin" in str(queue_line.content), "the queue line")
         shot(app, "transfer")
         await pilot.press("escape")
         await queue.wait()
         assert queue.jobs[0].state == "cancelled"
         partial = (user.home / "big.bin").stat().st_size
         assert 0 < partial < len(data)
-        live_server.set_access(user, upload_bps=0)
-        await asyncio.sleep(1.2)  # the server re-reads access once a second
+        live_server.set_access(user, upload_bps=0)  # reaches the session within a second
         await pilot.press("f5", "y")
         await until(pilot, lambda: queue.idle and queue.jobs[-1].state != "queued", "the job")
         job = queue.jobs[-1]
@@ -193,9 +199,7 @@ async def test_cancel_leaves_a_partial_that_resumes(
 async def test_permission_error_is_a_message(
     live_server: LiveServer, user: User, tmp_path: Path
 ) -> None:
-    local = tmp_path / "local"
-    local.mkdir()
-    (local / "f.txt").write_text("hello\n")
+    local = local_dir(tmp_path, {"f.txt": b"hello\n"})
     live_server.set_access(user, permissions="list,download")
     app = app_for(live_server, user, local)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -216,8 +220,7 @@ async def test_permission_error_is_a_message(
 async def test_unknown_host_key_is_asked_about(
     live_server: LiveServer, user: User, tmp_path: Path
 ) -> None:
-    local = tmp_path / "local"
-    local.mkdir()
+    local = local_dir(tmp_path)
     known = tmp_path / "known_hosts"
     known.write_text("")
     app = app_for(live_server, user, local, known)
@@ -237,8 +240,7 @@ async def test_unknown_host_key_is_asked_about(
 
 async def test_password_is_asked_in_a_dialog(live_server: LiveServer, tmp_path: Path) -> None:
     keyless = live_server.add_user(with_key=False)
-    local = tmp_path / "local"
-    local.mkdir()
+    local = local_dir(tmp_path)
     app = app_for(live_server, keyless, local)  # its key is not the user's: refused
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, Ask), "the password question")
@@ -255,9 +257,7 @@ async def test_password_is_asked_in_a_dialog(live_server: LiveServer, tmp_path: 
 async def test_a_lost_connection_is_said_and_r_reconnects(
     live_server: LiveServer, user: User, tmp_path: Path
 ) -> None:
-    local = tmp_path / "local"
-    local.mkdir()
-    (local / "f.txt").write_text("x\n")
+    local = local_dir(tmp_path, {"f.txt": b"x\n"})
     (user.home / "inbox").mkdir()
     app = app_for(live_server, user, local)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -287,3 +287,34 @@ def test_without_a_terminal_it_says_so(tmp_path: Path) -> None:
                        cwd=tmp_path, timeout=60)  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip() == "xfer: xfer ui needs a terminal (use put/get/sync in scripts)"
+
+
+async def test_against_openssh_sshd(openssh_server: OpenSSHServer, tmp_path: Path) -> None:
+    """Any SFTP server: OpenSSH's, with no `sp`, so no quota bar; copies both ways."""
+    data = os.urandom(700_000)
+    local = local_dir(tmp_path, {"up.bin": data})
+    remote = openssh_server.root / f"{tmp_path.name}-ui"
+    remote.mkdir()
+    (remote / "down.txt").write_text("from sshd\n")
+    opts = Options(
+        target=f"{openssh_server.user}@127.0.0.1:{openssh_server.port}",
+        keys=(str(openssh_server.key),),
+        known_hosts=openssh_server.known_hosts,
+    )
+    app = XferApp(opts, None, str(local))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.queue is not None, "the connection")
+        queue = app.queue
+        assert queue is not None
+        await app.enter(app.right, str(remote))  # an absolute path: what Enter does with it
+        await until(pilot, lambda: names(app.right) == ["..", "down.txt"], "the listing")
+        assert str(app.right.border_subtitle) == ""  # no sp: no quota bar
+        await go_to(pilot, app.left, "up.bin")
+        await pilot.press("f5", "y")
+        await until(pilot, lambda: "up.bin" in names(app.right), "the upload listed")
+        await go_to(pilot, app.right, "down.txt")
+        await pilot.press("f5", "y")
+        await until(pilot, lambda: (local / "down.txt").exists() and queue.idle, "download")
+        assert [j.state for j in queue.jobs] == ["done"]
+    assert (remote / "up.bin").read_bytes() == data
+    assert (local / "down.txt").read_text() == "from sshd\n"
