@@ -1,35 +1,66 @@
-"""Logging setup (text or JSON lines on stderr) and the audit-event helper.
+r"""Logging setup (text or JSON lines on stderr) and the audit-event helper.
 
 Audit events carry structured fields through ``extra``: ``event`` names the kind
 (``login``, ``confinement``...), the rest (``user``, ``addr``, ``method``,
 ``outcome``, ``reason``) describe it. No secret ever goes in a field.
+
+Field values carry what users chose (paths, names), so neither format lets one forge a
+record: a JSON line is ``json.dumps``; a text line escapes every control character
+(C0, DEL, C1, U+2028/2029) as ``\n``, ``\x1b``..., and quotes a value that is empty or
+holds a space, ``=``, ``"`` or ``\`` (``reason="user disabled"``). One record is one line;
+a traceback follows it indented.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 audit_log = logging.getLogger("sftpd.audit")
+#: Characters no text line may hold raw: C0, DEL, C1, U+2028/2029 (a class body for ``re``).
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_UNSAFE_IN_MESSAGE = re.compile(rf"[\\{_CONTROL}]")
+_UNSAFE_IN_VALUE = re.compile(rf'[\\"{_CONTROL}]')
+_PLAIN = re.compile(rf'[^\s="\\{_CONTROL}]+')
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '\\"' else repr(char)[1:-1]
+
+
+def _message(text: str) -> str:
+    return _UNSAFE_IN_MESSAGE.sub(_escape_char, text)
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return '"' + _UNSAFE_IN_VALUE.sub(_escape_char, text) + '"'
+
+
 class TextFormatter(logging.Formatter):
+    """``TIME level logger: message key=value ...``, one line per record whatever the
+    message and values hold."""
+
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{ts} {record.levelname.lower()} {record.name}: {record.getMessage()}"
-        if extras:
-            line += " " + extras
+        line = f"{ts} {record.levelname.lower()} {record.name}: {_message(record.getMessage())}"
+        for key, value in _fields(record).items():
+            line += f" {_message(key)}={_value(value)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            trace = self.formatException(record.exc_info).split("\n")
+            line += "".join(f"\n  {_message(x)}" for x in trace)
         return line
 
 

@@ -28,6 +28,14 @@ class OpenMode:
     truncate: bool = False
     exclusive: bool = False
 
+    @property
+    def accessing(self) -> OpenMode:
+        """With neither access flag, a handle reads: OpenSSH's sftp-server opens it
+        ``O_RDONLY``, and a handle that can fstat must have been permitted to read."""
+        if self.read or self.write:
+            return self
+        return OpenMode(True, False, self.create, self.truncate, self.exclusive)
+
     def os_flags(self) -> int:
         """Access flags only: creation and truncation are done step by step by the session."""
         if self.read and self.write:
@@ -124,8 +132,10 @@ class OpenFile:
         ledger: QuotaLedger | None = None,
         inode: Inode | None = None,
         finish: Callable[[OpenFile, bool], Awaitable[None]] | None = None,
+        created: bool = False,
     ) -> None:
         self.fd = fd
+        self.created = created  # this open made the file: its attributes are the user's own
         self.vpath = vpath
         self.mode = mode
         self.closed = False

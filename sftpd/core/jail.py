@@ -12,9 +12,20 @@ Two kinds of path meet here, with different rules:
 * paths sent by the client are *virtual*: ``/`` is the home, and ``..`` at the
   home stays at the home, like ``chroot``;
 * symlink targets found on disk are *physical*: a relative target may move
-  around inside the home, but one that climbs above it, or any absolute target
-  (only a process outside sftpd can write one, see :func:`link_target_for_disk`),
-  is refused with :class:`OutsideHome`.
+  around inside the home, but one that climbs above it, or an absolute target
+  outside the tree's own root (only a process outside sftpd can write one), is
+  refused with :class:`OutsideHome`.
+
+Links sftpd writes cannot climb, for any process that follows them, now or after
+any later rename (:meth:`Jail.disk_target`): a target below the link's own
+directory is stored relative with no ``..`` at all; any other target is stored
+as the absolute server path of what it names, with no ``..`` either. Followed by
+the kernel, every step of such a link goes down from a real directory of the
+tree or restarts at the tree's root, so it never leaves it; a client's
+``d/up/../x`` (where ``d/up`` is a link to ``..``) is resolved lexically when the
+link is made, as SFTPGo does, instead of physically by whoever follows it later.
+``readlink`` turns a stored absolute target back into a path relative to the
+link, so clients never see a server path.
 
 A shared folder is mounted at a top-level name of the tree (``/team``): walking
 into that name continues from the folder's own root fd, ``..`` from its root
@@ -29,7 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -70,6 +81,11 @@ class Location:
         return "/" + "/".join(self.parts)
 
     @property
+    def is_root(self) -> bool:
+        """The home's root or a folder's mount point: not the user's to change."""
+        return self.name == "." and len(self.parts) == (1 if self.mount else 0)
+
+    @property
     def parent_parts(self) -> tuple[str, ...]:
         return self.parts[:-1] if self.name != "." else self.parts
 
@@ -100,31 +116,12 @@ def lexical_parts(base: tuple[str, ...], target: str) -> list[str] | None:
     return parts
 
 
-def link_target_for_disk(link_parent: tuple[str, ...], target: str) -> str:
-    """Turn a client's symlink target into the relative target stored on disk.
-
-    Absolute virtual targets become relative to the link's directory, so a link
-    on disk never names a server path and points inside the home for any
-    process that follows it. A relative target that climbs above the home is
-    refused.
-    """
-    if not target:
-        raise InvalidName("invalid file name: empty link target")
-    resolved = lexical_parts(link_parent, target)
-    if resolved is None:
-        raise OutsideHome("permission denied: link target is outside the home directory")
-    if not target.startswith("/"):
-        split_path(target)
-        return target
+def relative_to(base: tuple[str, ...], parts: Sequence[str]) -> str:
+    """The relative path from the directory ``base`` to ``parts`` (both virtual)."""
     common = 0
-    while (
-        common < len(link_parent)
-        and common < len(resolved)
-        and link_parent[common] == resolved[common]
-    ):
+    while common < len(base) and common < len(parts) and base[common] == parts[common]:
         common += 1
-    rel = [".."] * (len(link_parent) - common) + resolved[common:]
-    return "/".join(rel) or "."
+    return "/".join([".."] * (len(base) - common) + list(parts[common:])) or "."
 
 
 class Jail:
@@ -134,6 +131,10 @@ class Jail:
     def __init__(self, home: str, mounts: Mapping[str, str] | None = None) -> None:
         """``mounts``: top-level name in the tree -> the folder's server directory."""
         self._mounts: dict[str, int] = {}
+        # The server paths of the roots, for absolute link targets (see disk_target).
+        self._roots = {None: os.path.abspath(home)} | {
+            name: os.path.abspath(path) for name, path in (mounts or {}).items()
+        }
         try:
             self._root_fd = os.open(home, _DIR_FLAGS)
             for name, path in (mounts or {}).items():
@@ -204,9 +205,15 @@ class Jail:
                     raise LinkLoop()
                 mount = stack[0][0] if stack and stack[0][0] in self._mounts else None
                 depth = len(stack) - (1 if mount else 0)  # below the home or the folder root
-                if target.startswith("/") or lexical_parts(("",) * depth, target) is None:
+                if target.startswith("/"):  # restart at the tree's root
+                    tail = self._beneath_root(mount, target)
+                    while len(stack) > (1 if mount else 0):
+                        os.close(stack.pop()[1])
+                    pending.extend(reversed(tail))
+                elif lexical_parts(("",) * depth, target) is None:
                     raise OutsideHome("permission denied: link points outside the home directory")
-                pending.extend(reversed(split_path(target)))
+                else:
+                    pending.extend(reversed(split_path(target)))
             parts = tuple(name for name, _ in stack)
             if final != ".":
                 parts += (final,)
@@ -216,6 +223,48 @@ class Jail:
         finally:
             for _, fd in stack:
                 os.close(fd)
+
+    def _beneath_root(self, mount: str | None, target: str) -> list[str]:
+        """The components of an absolute link target below its tree's root (the home or
+        the folder the link is in); OutsideHome for anything else."""
+        root = self._roots[mount]
+        if target != root and not target.startswith(root.rstrip("/") + "/"):
+            raise OutsideHome("permission denied: link points outside the home directory")
+        parts = split_path(target[len(root) :])
+        if ".." in parts:  # never written by sftpd: refuse rather than guess
+            raise OutsideHome("permission denied: link points outside the home directory")
+        return parts
+
+    def disk_target(self, loc: Location, target: str) -> str:
+        """What to store on disk for a client's link ``target`` at ``loc``: a form no
+        process following it can climb out of, now or after any rename.
+
+        The target is resolved lexically against the link's directory (``..`` pops a
+        component; above the root is refused). Below the link's own directory it is
+        stored relative without ``..``; elsewhere as the server path of what it names.
+        """
+        if not target:
+            raise InvalidName("invalid file name: empty link target")
+        base = loc.parent_parts
+        resolved = lexical_parts(base, target)
+        if resolved is None:
+            raise OutsideHome("permission denied: link target is outside the home directory")
+        if tuple(resolved[: len(base)]) == base:
+            return "/".join(resolved[len(base) :]) or "."
+        tail = resolved[1:] if loc.mount else resolved
+        return os.path.join(self._roots[loc.mount], *tail)
+
+    def client_target(self, loc: Location, stored: str) -> str:
+        """A link's stored target as the client may see it: a relative path, never a
+        server path; OutsideHome if it leads out of the link's tree."""
+        base = loc.parent_parts
+        if stored.startswith("/"):
+            tail = self._beneath_root(loc.mount, stored)
+            return relative_to(base, ((loc.mount,) if loc.mount else ()) + tuple(tail))
+        depth = len(base) - (1 if loc.mount else 0)
+        if lexical_parts(("",) * depth, stored) is None:
+            raise OutsideHome("permission denied: link points outside the home directory")
+        return stored
 
     @staticmethod
     def _open_dir(cur: int, name: str) -> int:

@@ -8,7 +8,13 @@ prefix: ``/rep`` does not cover ``/reports``), else the user's own set. An
 override replaces the user's set below it, it does not add to it.
 
 Checks use the canonical virtual path a request resolved to (after symlinks),
-so a link cannot carry an operation into a directory with other rules.
+so a link cannot carry an operation into a directory with other rules. Rules are
+keyed on paths, so the other routes to the same bytes are closed where they
+start (``core/session.py``; docs/access.md "Every route"): a directory that
+carries or contains a rule cannot be renamed, replaced or removed
+(:meth:`Permissions.guards`); a move or hard link between directories with
+different sets needs what a copy would need; a handle without access flags
+reads; link targets cannot climb (``core/jail.py``).
 """
 
 from __future__ import annotations
@@ -93,6 +99,11 @@ class Permissions:
             if directory[: len(parts)] == parts:
                 return perms
         return self.default
+
+    def guards(self, parts: tuple[str, ...]) -> bool:
+        """Whether ``parts`` carries a rule or lies above one: renaming, replacing or
+        removing it would move the rule's content away from the rule's path."""
+        return any(path[: len(parts)] == parts for path, _ in self.paths)
 
     def require(self, permission: str, directory: tuple[str, ...]) -> None:
         """Raise :class:`NotPermitted` unless ``permission`` holds in ``directory``."""

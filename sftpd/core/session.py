@@ -37,7 +37,7 @@ from sftpd.core.files import (
     resize_fd,
     set_times,
 )
-from sftpd.core.jail import Jail, Location, lexical_parts, link_target_for_disk, require_exists
+from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted
 from sftpd.core.uploads import is_temp, temp_name
@@ -151,6 +151,9 @@ class Session:
     # -- files -------------------------------------------------------------------
 
     async def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
+        """Open a regular file. A mode without access flags reads (and needs ``download``);
+        a file this open creates counts as a file whatever the mode (``--max-files``)."""
+        mode = mode.accessing
         with self._op("open"), self.jail.locate(path) as loc:
             if self._atomic(mode) and loc.name != ".":
                 return await self._open_atomic(loc, mode, permissions & PERMISSION_MASK)
@@ -167,18 +170,18 @@ class Session:
                         if stat.S_ISDIR(st.st_mode)
                         else PermissionDenied("permission denied: not a regular file")
                     )
-                if not mode.write:
-                    return OpenFile(fd, loc.vpath, mode, finish=finish)
                 if created:
                     await self._count_new_file(loc, st)
-                elif not mode.truncate:
+                if not mode.write:
+                    return OpenFile(fd, loc.vpath, mode, finish=finish, created=created)
+                if not created and not mode.truncate:
                     await self._ledger(loc).check_not_full()
             except BaseException:
                 os.close(fd)
                 raise
             ledger = self._ledger(loc)
             inode = ledger.open_inode(st)
-            handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish)
+            handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish, created)
             if mode.truncate and st.st_size:
                 try:
                     await resize_fd(ledger, inode, fd, 0)
@@ -223,16 +226,27 @@ class Session:
             os.close(fd)
             raise
         ledger = self._ledger(loc)
-        place = functools.partial(self._put_in_place, dir_fd, temp.name, loc.name, ledger)
+        place = functools.partial(
+            self._put_in_place, dir_fd, temp.name, loc.name, ledger, _directory(loc)
+        )
         finish = functools.partial(self._finished, place)
-        return OpenFile(fd, loc.vpath, mode, ledger, ledger.open_inode(st), finish)
+        return OpenFile(fd, loc.vpath, mode, ledger, ledger.open_inode(st), finish, old is None)
 
     async def _finished(
         self, place: Callable[[bool], Awaitable[None]] | None, f: OpenFile, completed: bool
     ) -> None:
         """After a file's close: an atomic upload goes into place, then the event."""
         if place is not None:
-            await place(completed)
+            try:
+                with self._op("close"):
+                    await place(completed)
+            except SftpdError:
+                f.failed = True
+                self._file_event(f, completed)
+                raise
+        self._file_event(f, completed)
+
+    def _file_event(self, f: OpenFile, completed: bool) -> None:
         if self.protocol == "exec" and not f.mode.write:
             return  # a checksum command's read
         name = "upload" if f.mode.write else "download"
@@ -244,6 +258,7 @@ class Session:
                 self.protocol,
                 f.vpath,
                 local_path=self.local_path(f.vpath),
+                local_root=self.local_root(f.vpath),
                 size=f.final_size,
                 bytes=f.moved,
                 duration=round(time.monotonic() - f.opened_at, 6),
@@ -253,8 +268,16 @@ class Session:
     def _event(self, name: str, path: str, target: str = "") -> None:
         self.emit(
             Event(name, self.user, self.addr, self.protocol, path, target,
-                  self.local_path(path), self.local_path(target) if target else "")
+                  self.local_path(path), self.local_path(target) if target else "",
+                  local_root=self.local_root(path))
         )  # fmt: skip
+
+    def local_root(self, vpath: str) -> str:
+        """The server directory a canonical virtual path is below: the home, or the
+        folder it is in. A hook resolves ``local_path`` beneath it without following
+        links (docs/examples/move_to_processed.py)."""
+        parts = _parts(vpath)
+        return self.folders[parts[0]].path if parts and parts[0] in self.folders else self.home
 
     def local_path(self, vpath: str) -> str:
         """Where a canonical virtual path is on the server's disk (for hooks only)."""
@@ -264,10 +287,21 @@ class Session:
         return os.path.join(self.home, *parts)
 
     async def _put_in_place(
-        self, dir_fd: int, temp: str, name: str, ledger: QuotaLedger, completed: bool
+        self,
+        dir_fd: int,
+        temp: str,
+        name: str,
+        ledger: QuotaLedger,
+        directory: tuple[str, ...],
+        completed: bool,
     ) -> None:
         """After the close: rename the temporary file over the target (a broken upload too in
-        ``atomic-resume``), or remove it; the ledger forgets what was replaced or removed."""
+        ``atomic-resume``), or remove it; the ledger forgets what was replaced or removed.
+
+        Without ``overwrite`` the file goes into place only if the name is still free
+        (a hard link, which fails if it exists, then the temporary name's removal): a
+        file another handle completed meanwhile is never replaced.
+        """
         try:
             st = os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
             if not completed and self.upload_mode != "atomic-resume":
@@ -278,13 +312,21 @@ class Session:
                 old: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 old = None
+            replace = "overwrite" in self.access.permissions.at(directory)
             try:
-                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                if replace:
+                    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                else:
+                    os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                            follow_symlinks=False)  # fmt: skip
+                    os.unlink(temp, dir_fd=dir_fd)
             except OSError as exc:
                 os.unlink(temp, dir_fd=dir_fd)
                 await self._forget(st, ledger)
+                if isinstance(exc, FileExistsError):
+                    self._require("overwrite", directory)
                 raise from_oserror(exc) from None
-            if old is not None and (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino):
+            if replace and old is not None and (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino):
                 await self._forget(old, ledger)
         finally:
             os.close(dir_fd)
@@ -337,8 +379,19 @@ class Session:
                 self._require("list", _directory(loc))
             return require_exists(loc)
 
+    def fstat(self, f: OpenFile) -> os.stat_result:
+        """fstat needs what stat needs (``list``), unless this handle created the file."""
+        with self._op("fstat"):
+            if not f.created:
+                self._require("list", _parts(f.vpath)[:-1])
+            return f.stat()
+
     async def setstat(self, path: str, changes: AttrChanges, *, follow: bool = True) -> None:
+        """Change attributes; the home's root and a folder's mount point are not the
+        user's to change (a read-only mount's root would otherwise follow ``/``'s rules)."""
         with self._op("setstat"), self.jail.locate(path, follow=follow) as loc:
+            if loc.is_root and changes != AttrChanges():
+                raise PermissionDenied("permission denied: cannot change this directory")
             self._require_changes(changes, _directory(loc))
             st = require_exists(loc)
             changes.check_owner(st)
@@ -474,6 +527,7 @@ class Session:
             if loc.name == ".":
                 raise PermissionDenied("permission denied: cannot remove this directory")
             self._require("rmdir", _directory(loc))
+            self._require_unguarded(loc, "removed")
             os.rmdir(loc.name, dir_fd=loc.dir_fd)
             self._event("rmdir", loc.vpath)
 
@@ -484,6 +538,7 @@ class Session:
             if loc.name == ".":
                 raise IsADirectory()
             self._require("delete", _directory(loc))
+            self._require_unguarded(loc, "removed")
             st = require_exists(loc)
             os.unlink(loc.name, dir_fd=loc.dir_fd)
             await self._forget(st, self._ledger(loc))
@@ -527,18 +582,35 @@ class Session:
         self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None
     ) -> None:
         """``rename`` on both sides; moving into another directory also needs what creating
-        there needs, and replacing a file needs ``overwrite``."""
+        there needs, and replacing a file needs ``overwrite``.
+
+        Other routes to what a rule protects, closed here: a path that carries or holds a
+        rule is neither moved nor replaced (the rule would stay behind, its content
+        not); a move between directories whose sets differ needs what a copy would
+        (read the source there, create its kind here), since a moved entry takes the
+        destination's rules (tests/server/test_routes.py)."""
         here, there = _directory(src), _directory(dst)
         self._require("rename", here)
         self._require("rename", there)
+        self._require_unguarded(src, "renamed")
+        self._require_unguarded(dst, "replaced")
         if here != there:
-            mode = src_st.st_mode
-            creating = (
-                "mkdir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "upload"
-            )
-            self._require(creating, there)
+            self._require(_creating(src_st.st_mode), there)
+        if self._allowed(src) != self._allowed(dst):
+            for permission in _copy_rights(src_st.st_mode):
+                self._require(permission, here)
+            self._require(_creating(src_st.st_mode), there)
+            if stat.S_ISDIR(src_st.st_mode):  # the files it holds are created there too
+                self._require("upload", there)
         if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
             self._require("overwrite", there)
+
+    def _require_unguarded(self, loc: Location, what: str) -> None:
+        """A path that carries or holds an access rule keeps its place."""
+        if self.access.permissions.guards(loc.parts):
+            raise NotPermitted(
+                f"permission denied: {loc.vpath} holds access rules and cannot be {what}"
+            )
 
     def realpath(self, path: str) -> str:
         with self._op("realpath"), self.jail.locate(path) as loc:
@@ -548,12 +620,12 @@ class Session:
         with self._op("readlink"), self.jail.locate(path, follow=False) as loc:
             self._require("list", _directory(loc))
             require_exists(loc)
-            target = os.readlink(loc.name, dir_fd=loc.dir_fd)
-            if target.startswith("/") or lexical_parts(loc.parent_parts, target) is None:
-                raise OutsideHome("permission denied: link points outside the home directory")
-            return target
+            return self.jail.client_target(loc, os.readlink(loc.name, dir_fd=loc.dir_fd))
 
     def symlink(self, target: str, linkpath: str) -> None:
+        """A link whose stored form cannot climb out of its tree (``Jail.disk_target``):
+        not by a chain of links, not after a rename, not for a hook or a backup that
+        follows it on the server."""
         with self._op("symlink"), self.jail.locate(linkpath, follow=False) as loc:
             if loc.name == ".":
                 raise PermissionDenied()
@@ -561,8 +633,7 @@ class Session:
             resolved = lexical_parts(loc.parent_parts, target)
             if resolved is not None and _tree_of(resolved, self.folders) != loc.mount:
                 raise OutsideHome("permission denied: link target is in another folder")
-            disk_target = link_target_for_disk(loc.parent_parts, target)
-            os.symlink(disk_target, loc.name, dir_fd=loc.dir_fd)
+            os.symlink(self.jail.disk_target(loc, target), loc.name, dir_fd=loc.dir_fd)
 
     def link(self, old: str, new: str) -> None:
         """A hard link: usage counts the inode once, so nothing changes."""
@@ -577,8 +648,28 @@ class Session:
             self._require("download", _directory(src))
             self._require("symlink", _directory(dst))
             self._require("upload", _directory(dst))
+            # The new name shares the inode: whatever it lets the user change there must
+            # already be allowed where the file is (a read-only file stays read-only).
+            for permission in sorted(_THROUGH_INODE & self._allowed(dst)):
+                self._require(permission, _directory(src))
             os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
                     follow_symlinks=False)  # fmt: skip
+
+
+#: What a second name of a file lets a user change in the file itself.
+_THROUGH_INODE = frozenset({"overwrite", "chmod", "chtimes"})
+
+
+def _creating(mode: int) -> str:
+    """The permission that creating an entry of this kind needs."""
+    return "mkdir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "upload"
+
+
+def _copy_rights(mode: int) -> tuple[str, ...]:
+    """What copying an entry of this kind out of a directory needs there."""
+    if stat.S_ISDIR(mode):
+        return ("list", "download")
+    return ("list",) if stat.S_ISLNK(mode) else ("download",)
 
 
 def _directory(loc: Location) -> tuple[str, ...]:

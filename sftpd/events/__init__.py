@@ -27,7 +27,11 @@ EVENT_NAMES = (
 @dataclass(frozen=True)
 class Event:
     """One fact. Paths: ``path``/``target`` as the user sees them; ``local_path`` and
-    ``local_target`` on the server's disk (hooks run on the server)."""
+    ``local_target`` on the server's disk (hooks run on the server), below ``local_root``.
+
+    The user owns everything below ``local_root`` and may swap a directory of
+    ``local_path`` for a link after the event: a hook resolves it beneath the root
+    without following links, as the shipped example does."""
 
     name: str
     user: str
@@ -37,6 +41,7 @@ class Event:
     target: str = ""  # rename: the new path
     local_path: str = ""
     local_target: str = ""
+    local_root: str = ""  # the home or folder ``local_path`` is below
     size: int | None = None  # the file's size afterwards
     bytes: int | None = None  # moved by this transfer
     duration: float | None = None  # seconds the file was open

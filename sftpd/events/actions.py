@@ -19,6 +19,9 @@ from sftpd.events.hooks import Hook
 log = logging.getLogger("sftpd.hooks")
 
 OUTPUT_LIMIT = 4096  # bytes of a command's output kept for the log
+#: Seconds a command's output pipe is read after the command exited (or was killed): a child
+#: in another session may hold it open, and must not hold a hook worker with it.
+OUTPUT_GRACE = 1.0
 #: What a command inherits from the server's environment: nothing secret (SFTPD_DB may hold
 #: a password), enough to find programs and format text.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
@@ -34,12 +37,55 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+class _Output(asyncio.SubprocessProtocol):
+    """A command's output as it arrives: the first ``OUTPUT_LIMIT`` bytes are kept, the
+    rest is read and dropped, so a chatty command costs no memory and never blocks on a
+    full pipe. ``exited`` and ``closed`` (EOF on the output) are separate: a child the
+    command left behind may hold the pipe open long after the command is gone."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.kept = bytearray()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.kept += data[: OUTPUT_LIMIT - len(self.kept)]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 async def run_command(hook: Hook, event: Event) -> str:
     """Run ``hook.command`` with the event as JSON on stdin and as ``SFTPD_EVENT_*``;
-    "ok", "failed" or "timeout". Output goes to the log."""
-    env = {k: os.environ[k] for k in INHERITED if k in os.environ} | event.env()
+    "ok", "failed" or "timeout", decided by the command's own exit. Output goes to the
+    log; the pipe gets ``OUTPUT_GRACE`` after the exit, then is closed unread."""
+    spawned = await _spawn(hook, event)
+    if spawned is None:
+        return "failed"
+    transport, output = spawned
     try:
-        proc = await asyncio.create_subprocess_exec(
+        _feed(transport, body_of(event))
+        in_time = await _wait(transport, output, hook)
+    finally:
+        transport.close()
+    if not in_time:
+        log.warning("hook timed out", extra={"hook": hook.label, "event": event.name,
+                    "timeout": hook.timeout})  # fmt: skip
+        return "timeout"
+    return _report(hook, event, transport.get_returncode(), bytes(output.kept))
+
+
+async def _spawn(hook: Hook, event: Event) -> tuple[asyncio.SubprocessTransport, _Output] | None:
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ} | event.env()
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.subprocess_exec(
+            lambda: _Output(loop),
             *hook.command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -49,20 +95,43 @@ async def run_command(hook: Hook, event: Event) -> str:
         )
     except OSError as exc:
         log.warning("hook cannot start", extra={"hook": hook.label, "error": str(exc)})
-        return "failed"
+        return None
+
+
+def _feed(transport: asyncio.SubprocessTransport, body: bytes) -> None:
+    """Hand the body to stdin's buffer and close it; a command that never reads it
+    (or exits first) costs nothing but the buffer."""
+    stdin = transport.get_pipe_transport(0)
+    assert isinstance(stdin, asyncio.WriteTransport)
+    stdin.write(body)
+    stdin.close()
+
+
+async def _wait(transport: asyncio.SubprocessTransport, output: _Output, hook: Hook) -> bool:
+    """Whether the command exited within ``hook.timeout``: else (or if cancelled) its process
+    group is killed. Then at most ``OUTPUT_GRACE`` for the end of its output."""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(body_of(event)), hook.timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        log.warning("hook timed out", extra={"hook": hook.label, "event": event.name,
-                    "timeout": hook.timeout})  # fmt: skip
-        return "timeout"
-    text = out[:OUTPUT_LIMIT].decode("utf-8", "replace").strip()
-    if proc.returncode:
+        done, _ = await asyncio.wait({output.exited}, timeout=hook.timeout)
+        if not done:
+            await _kill(transport, output)
+        await asyncio.wait({output.closed}, timeout=OUTPUT_GRACE)
+        return bool(done)
+    except asyncio.CancelledError:  # the server is stopping: the command must not outlive it
+        await _kill(transport, output)
+        raise
+
+
+async def _kill(transport: asyncio.SubprocessTransport, output: _Output) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(transport.get_pid(), signal.SIGKILL)
+    await asyncio.wait({output.exited})
+
+
+def _report(hook: Hook, event: Event, status: int | None, output: bytes) -> str:
+    text = output.decode("utf-8", "replace").strip()
+    if status:
         log.warning("hook failed", extra={"hook": hook.label, "event": event.name,
-                    "status": proc.returncode, "output": text})  # fmt: skip
+                    "status": status, "output": text})  # fmt: skip
         return "failed"
     log.info("hook ran", extra={"hook": hook.label, "event": event.name, "output": text})
     return "ok"

@@ -242,7 +242,7 @@ class SftpdServer(asyncssh.SFTPServer):
 
     def fstat(self, file_obj: object) -> os.stat_result:
         assert isinstance(file_obj, OpenFile)
-        return _call(file_obj.stat)
+        return _call(self.session.fstat, file_obj)
 
     async def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         await self._quota_guard(self.session.setstat, _path(path), _changes(attrs))

@@ -4,14 +4,20 @@ slow or failing hook never slows a transfer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hmac
 import json
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +27,9 @@ import asyncssh
 import httpx
 import pytest
 
-from sftpd.events import EVENT_NAMES
-from sftpd.events.actions import signature
+from sftpd.events import EVENT_NAMES, Event
+from sftpd.events.actions import OUTPUT_GRACE, OUTPUT_LIMIT, run_command, signature
+from sftpd.events.bus import EventBus
 from sftpd.events.hooks import Hook
 from tests.support import Serve, known_hosts, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
@@ -224,6 +231,104 @@ async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None
     finally:
         stop_live_server(server)
     assert server.service.bus.outcomes["timeout"] + server.service.bus.outcomes["failed"] >= 1
+
+
+def stalling_command(pids: Path, then: str = "") -> tuple[str, ...]:
+    """A hook command that leaves a child in its own session holding the output pipe open
+    for 30 s (its pid appended to ``pids``), then runs ``then``."""
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
+        f"open({str(pids)!r}, 'a').write(f'{{child.pid}}\\n')\n"
+        "print('started', flush=True)\n" + then
+    )
+    return (sys.executable, "-c", script)
+
+
+def open_pipes() -> set[str]:
+    """This process's pipes, by inode (``pipe:[123]``)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return {x for x in found if x.startswith("pipe:")}
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Iterator[Path]:
+    """Where stalling commands note their children, all killed after the test."""
+    path = tmp_path / "pids"
+    yield path
+    for pid in path.read_text().split() if path.exists() else ():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+async def test_a_hook_printing_200_mib_keeps_4_kib_and_costs_little_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chatty = "import sys\nfor _ in range(200): sys.stdout.buffer.write(b'x' * 2**20)\n"
+    hook = Hook(events=("upload",), command=(sys.executable, "-c", chatty), timeout=60)
+    caplog.set_level(logging.INFO, logger="sftpd.hooks")
+    tracemalloc.start()
+    try:
+        assert await run_command(hook, Event("upload", "ana")) == "ok"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.0f} MiB of Python memory"
+    [ran] = [r for r in caplog.records if r.getMessage() == "hook ran"]
+    assert ran.__dict__["output"] == "x" * OUTPUT_LIMIT
+
+
+@pytest.mark.parametrize(("then", "outcome"), [("", "ok"), ("time.sleep(30)\n", "timeout")])
+async def test_a_child_holding_the_output_open_cannot_hold_the_hook(
+    pids: Path, then: str, outcome: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hook's own process decides: its exit (or kill at the timeout), then at most
+    OUTPUT_GRACE for the pipe; no descriptor, task or transport is left behind."""
+    hook = Hook(events=("upload",), command=stalling_command(pids, then), timeout=1)
+    gc.collect()  # what earlier tests left, before this one counts
+    pipes = open_pipes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            start = time.monotonic()
+            assert await run_command(hook, Event("upload", "ana")) == outcome
+            elapsed = time.monotonic() - start
+            assert elapsed < hook.timeout + OUTPUT_GRACE + 2, f"took {elapsed:.1f} s"
+        await asyncio.sleep(0.1)
+        gc.collect()
+    assert open_pipes() <= pipes
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert len(pids.read_text().split()) == 3
+
+
+async def test_a_stalled_hook_does_not_hold_the_next_one(pids: Path, tmp_path: Path) -> None:
+    """One worker: a hook whose child keeps its output open, then an ordinary hook."""
+    command, out = recorder(tmp_path)
+    bus = EventBus(
+        (
+            Hook(events=("upload",), command=stalling_command(pids), timeout=15),
+            Hook(events=("mkdir",), command=command, timeout=5),
+        ),
+        queue_size=10,
+        concurrency=1,
+    )
+    bus.start()
+    try:
+        start = time.monotonic()
+        bus.emit(Event("upload", "ana", path="/a"))
+        bus.emit(Event("mkdir", "ana", path="/d"))
+        while not lines(out) and time.monotonic() - start < 20:
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - start
+    finally:
+        await bus.stop(drain=5)
+    assert [x["event"]["name"] for x in lines(out)] == ["mkdir"]
+    assert elapsed < OUTPUT_GRACE + 3, f"the second hook ran after {elapsed:.1f} s"
+    assert bus.outcomes["ok"] == 2
 
 
 def test_the_documented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

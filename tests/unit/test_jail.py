@@ -15,7 +15,7 @@ import pytest
 
 from sftpd.core import errors
 from sftpd.core.files import AttrChanges, OpenMode
-from sftpd.core.jail import link_target_for_disk
+from sftpd.core.jail import relative_to
 from sftpd.core.quota import QuotaLedger
 from sftpd.core.session import Session
 from sftpd.store import UserRecord, open_store
@@ -178,16 +178,58 @@ async def test_symlink_loops_end_with_a_loop_error(session: Session, home: Path)
         session.stat("loop1/x")
 
 
-async def test_new_symlink_with_absolute_target_is_stored_relative(
+async def test_new_symlink_above_its_directory_is_stored_as_the_server_path(
     session: Session, home: Path
 ) -> None:
     (home / "d").mkdir()
     await write(session, "target.txt", b"t")
     session.symlink("/target.txt", "d/link")
-    assert os.readlink(home / "d" / "link") == "../target.txt"
+    assert os.readlink(home / "d" / "link") == str(home / "target.txt")
+    assert session.readlink("d/link") == "../target.txt"  # never the server path
     assert await read_all(session, "d/link") == b"t"
     # followed by any process on the server, it stays inside the home
     assert (home / "d" / "link").resolve() == (home / "target.txt").resolve()
+
+
+async def test_new_symlink_below_its_directory_is_stored_relative_without_dotdot(
+    session: Session, home: Path
+) -> None:
+    (home / "d" / "e").mkdir(parents=True)
+    session.symlink("/d/e/../e/./f", "d/link")
+    assert os.readlink(home / "d" / "link") == "e/f"
+    session.symlink(".", "d/self")
+    assert os.readlink(home / "d" / "self") == "."
+
+
+async def test_a_chain_of_links_cannot_lead_a_process_out(
+    session: Session, home: Path, homes: Path
+) -> None:
+    """Issue 25, finding 1: each target is harmless as text, the chain on disk was not."""
+    session.mkdir("d")
+    session.symlink("..", "d/up")
+    session.symlink("d/up/../alice2", "processed")
+    for link in ("d/up", "processed"):
+        resolved = os.path.realpath(home / link)
+        assert os.path.commonpath([resolved, str(home)]) == str(home), (link, resolved)
+    # a directory holding an upward link moved up a level: still inside
+    session.mkdir("a")
+    session.mkdir("a/b")
+    session.symlink("/x", "a/b/l")
+    await session.rename("a/b", "b")
+    resolved = os.path.realpath(home / "b" / "l")
+    assert os.path.commonpath([resolved, str(home)]) == str(home)
+
+
+async def test_a_stored_absolute_target_outside_the_tree_is_refused(
+    session: Session, home: Path, homes: Path
+) -> None:
+    os.symlink(str(homes / "alice2"), home / "abs")
+    os.symlink(str(home) + "/../alice2", home / "abs2")
+    for link in ("abs", "abs2"):
+        with pytest.raises(errors.OutsideHome):
+            session.stat(link + "/theirs.txt")
+        with pytest.raises(errors.OutsideHome):
+            session.readlink(link)
 
 
 @pytest.mark.parametrize("target", ["../secret.txt", "d/../../secret.txt", "../../../etc/passwd"])
@@ -208,11 +250,11 @@ async def test_absolute_symlink_target_to_etc_stays_in_the_home(
         await read_all(session, "pw")
 
 
-async def test_link_target_for_disk_is_relative_to_the_link() -> None:
-    assert link_target_for_disk(("a", "b"), "/a/c/f") == "../c/f"
-    assert link_target_for_disk((), "/f") == "f"
-    assert link_target_for_disk(("a",), "/") == ".."
-    assert link_target_for_disk(("a",), "x/y") == "x/y"
+async def test_relative_to_goes_from_a_directory_to_a_path() -> None:
+    assert relative_to(("a", "b"), ["a", "c", "f"]) == "../c/f"
+    assert relative_to((), ["f"]) == "f"
+    assert relative_to(("a",), []) == ".."
+    assert relative_to(("a",), ["a"]) == "."
 
 
 async def test_hard_links_cannot_reach_outside(
