@@ -40,7 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -131,6 +131,10 @@ class Jail:
     def __init__(self, home: str, mounts: Mapping[str, str] | None = None) -> None:
         """``mounts``: top-level name in the tree -> the folder's server directory."""
         self._mounts: dict[str, int] = {}
+        #: Called with a directory's virtual parts before any name is looked up in it; it
+        #: raises to make the directory opaque (the session refuses ``none`` directories, so
+        #: no error tells what exists inside one).
+        self.barrier: Callable[[tuple[str, ...]], None] | None = None
         # The server paths of the roots, for absolute link targets (see disk_target).
         self._roots = {None: os.path.abspath(home)} | {
             name: os.path.abspath(path) for name, path in (mounts or {}).items()
@@ -179,6 +183,8 @@ class Jail:
                     if stack:
                         os.close(stack.pop()[1])
                     continue
+                if self.barrier is not None:
+                    self.barrier(tuple(name for name, _ in stack))
                 cur = stack[-1][1] if stack else self._root_fd
                 if not stack and part in self._mounts:
                     stack.append((part, os.dup(self._mounts[part])))

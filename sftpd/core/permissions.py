@@ -19,6 +19,7 @@ reads; link targets cannot climb (``core/jail.py``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -88,6 +89,23 @@ class Permissions:
         rules = [(normalize_dir(p), parse_permissions(perms)) for p, perms in paths]
         rules.sort(key=lambda rule: len(rule[0]), reverse=True)
         return cls(ALL if default is None else parse_permissions(default), tuple(rules))
+
+    @functools.cached_property
+    def has_opaque(self) -> bool:
+        """Whether some directory allows nothing at all (see :meth:`require_visible`)."""
+        return not self.default or any(not perms for _, perms in self.paths)
+
+    def require_visible(self, directory: tuple[str, ...]) -> None:
+        """A directory that allows nothing, and has no rule below it that allows
+        something, is opaque: no lookup inside it, so neither an error (no such file,
+        not a directory) nor ``realpath`` tells what it holds."""
+        if self.has_opaque and not self.at(directory) and not self._opened_below(directory):
+            where = "/" + "/".join(directory)
+            raise NotPermitted(f"permission denied: nothing is allowed in {where}")
+
+    def _opened_below(self, directory: tuple[str, ...]) -> bool:
+        n = len(directory)
+        return any(len(path) > n and path[:n] == directory and perms for path, perms in self.paths)
 
     @property
     def unrestricted(self) -> bool:

@@ -93,6 +93,7 @@ class Session:
         self.ledger = ledger
         self.folders = {f.at: f for f in folders}
         self.access = access or Access(user)
+        self.jail.barrier = self._require_visible
         self.upload_mode = upload_mode
         self.process_tag = process_tag  # this server process, in temporary upload names
         for counted in (ledger, *(f.ledger for f in folders)):
@@ -111,6 +112,9 @@ class Session:
     def _ledger(self, loc: Location) -> QuotaLedger:
         """The ledger that counts ``loc``: its folder's, or the user's own."""
         return self.folders[loc.mount].ledger if loc.mount else self.ledger
+
+    def _require_visible(self, directory: tuple[str, ...]) -> None:
+        self.access.permissions.require_visible(directory)
 
     def _require(self, permission: str, directory: tuple[str, ...]) -> None:
         self.access.permissions.require(permission, directory)

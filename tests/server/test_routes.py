@@ -320,3 +320,27 @@ async def test_files_created_without_write_count_toward_max_files(
     assert made == 3 and len(os.listdir(user.home)) == 3
     assert sp["files"] == 3
     assert_exact(live_server, user)
+
+
+# -- found by the hostile review: what a `none` directory holds -----------------------
+
+
+async def test_nothing_tells_what_a_none_directory_holds(live_server: LiveServer) -> None:
+    """realpath and the errors of stat did: "not a directory" named a file, a followed
+    link named its target."""
+    user = ruled(live_server)
+    (user.home / "secret" / "sub").mkdir()
+    os.symlink("r.txt", user.home / "secret" / "inlink")
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        for path in ("/secret/r.txt/x", "/secret/nope/x", "/secret/sub/x", "/secret/inlink",
+                     "/secret/nope", "/top/reports/r.txt/x", "/secret/sub/../r.txt"):  # fmt: skip
+            for call in (sftp.realpath, sftp.stat, sftp.lstat):
+                with pytest.raises(asyncssh.SFTPPermissionDenied, match="nothing is allowed"):
+                    await call(path)
+        assert await sftp.realpath("/secret") == "/secret"  # the name itself is listed in /
+    # A user whose own set is none still reaches a mount opened below the root.
+    live_server.set_access(user, permissions="none", paths=(("/reports", "list,download"),))
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        assert "r.txt" in await sftp.listdir("/reports")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.stat("/mine/m.txt")
