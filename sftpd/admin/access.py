@@ -270,6 +270,13 @@ def mount_add(
         _usage_error(str(exc))
 
     async def q(store: Store, _conf: Settings) -> None:
+        # One place per folder per user: two mount points would be two sets of rules
+        # for the same bytes (a read-only /audit and a writable /audit2).
+        record = await store.get_user(name)
+        elsewhere = [m.vpath for m in record.mounts if m.folder == folder] if record else []
+        if elsewhere and elsewhere != [at]:
+            _usage_error(f"{name} already sees folder {folder} at {elsewhere[0]}: one place "
+                         "per user (unmount it first)")  # fmt: skip
         try:
             await store.mount(name, at, folder)
         except StoreError as exc:

@@ -163,6 +163,11 @@ def test_admin_commands_validate_and_change_nothing_on_bad_input(tmp_path: Path)
     assert run(tmp_path, "user", "folder", "add", "ann", "team", "/t").returncode == 0
     shown = json.loads(run(tmp_path, "user", "show", "ann", "--json").stdout)
     assert shown["folders"] == {"/t": "team"}
+    # one place per folder per user: a second mount would be a second set of rules
+    twice = run(tmp_path, "user", "folder", "add", "ann", "team", "/t2", "--perm", "all")
+    assert twice.returncode == 2 and "already sees folder team at /t" in twice.stderr
+    shown = json.loads(run(tmp_path, "user", "show", "ann", "--json").stdout)
+    assert shown["folders"] == {"/t": "team"}
 
 
 async def test_workers_share_one_folder_quota_exactly(tmp_path: Path) -> None:
