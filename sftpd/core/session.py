@@ -397,6 +397,8 @@ class Session:
             if loc.is_root and changes != AttrChanges():
                 raise PermissionDenied("permission denied: cannot change this directory")
             self._require_changes(changes, _directory(loc))
+            if self.access.permissions.guards(loc.parts):  # a ruled directory: its own rule too
+                self._require_changes(changes, loc.parts)
             st = require_exists(loc)
             changes.check_owner(st)
             if changes.size is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -249,7 +250,8 @@ def test_a_read_only_mount_and_the_home_root_keep_their_attributes(
     (audit / "sub").mkdir()
     before = os.stat(audit)
     home_before = os.stat(user.home)
-    for verb in ("chmod 000 /audit", "chmod 000 /audit/sub/..", "chmod 000 /", "chmod 700 ."):
+    for verb in ("chmod 000 /audit", "chmod 000 /audit/sub/..", "chmod 000 /", "chmod 700 .",
+                 "chmod 000 /audit/sub"):  # fmt: skip
         r = live_server.sftp(user, verb + "\n")
         assert r.returncode != 0, verb
     client = paramiko.SSHClient()
@@ -263,6 +265,7 @@ def test_a_read_only_mount_and_the_home_root_keep_their_attributes(
                 sftp.utime(path, (1, 1))
     finally:
         client.close()
+    assert stat.S_IMODE(os.stat(audit / "sub").st_mode) != 0
     after, home_after = os.stat(audit), os.stat(user.home)
     assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
     assert home_after.st_mode == home_before.st_mode
@@ -344,3 +347,18 @@ async def test_nothing_tells_what_a_none_directory_holds(live_server: LiveServer
         assert "r.txt" in await sftp.listdir("/reports")
         with pytest.raises(asyncssh.SFTPPermissionDenied):
             await sftp.stat("/mine/m.txt")
+
+
+def test_a_ruled_directory_keeps_its_attributes_under_its_own_rule(
+    live_server: LiveServer,
+) -> None:
+    """The entry /reports is in / (all allowed), but its rule says read-only: chmod 000
+    would lock even the server's own reads out of it."""
+    user = ruled(live_server)
+    before = os.stat(user.home / "reports")
+    for verb in ("chmod 000 reports", "chmod 000 reports/.", "chmod 000 secret"):
+        r = live_server.sftp(user, verb + "\n")
+        assert r.returncode != 0, verb
+    assert os.stat(user.home / "reports").st_mode == before.st_mode
+    ok = live_server.sftp(user, "chmod 700 top\nchmod 700 mine\n")  # top's own rule: all
+    assert ok.returncode == 0, ok.stderr
