@@ -177,6 +177,8 @@ class Session:
                 if created:
                     await self._count_new_file(loc, st)
                 if not mode.write:
+                    if created:  # no close of a writer will write the count: do it now
+                        await self._ledger(loc).flush_or_defer()
                     return OpenFile(fd, loc.vpath, mode, finish=finish, created=created)
                 if not created and not mode.truncate:
                     await self._ledger(loc).check_not_full()

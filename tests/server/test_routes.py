@@ -325,6 +325,21 @@ async def test_files_created_without_write_count_toward_max_files(
     assert_exact(live_server, user)
 
 
+async def test_a_file_created_without_write_is_counted_before_its_open_returns(
+    live_server: LiveServer,
+) -> None:
+    """Found by the model test: with a claim held (after any write) a CREAT-only open
+    counted its file only in this process until the session ended."""
+    user = live_server.add_user()
+    _, _, creat = PFLAGS
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("w.bin", "wb") as f:
+            await f.write(b"x" * 1000)  # claims a chunk that the session keeps
+        assert_exact(live_server, user)
+        await (await sftp.open("c.bin", creat)).close()
+        assert_exact(live_server, user)  # while the session lives
+
+
 # -- found by the hostile review: what a `none` directory holds -----------------------
 
 
