@@ -154,11 +154,22 @@ class Session:
 
     # -- files -------------------------------------------------------------------
 
-    async def open(self, path: str, mode: OpenMode, permissions: int = 0o644) -> OpenFile:
+    async def open(
+        self, path: str, mode: OpenMode, permissions: int = 0o644, *, size: int | None = None
+    ) -> OpenFile:
         """Open a regular file. A mode without access flags reads (and needs ``download``);
-        a file this open creates counts as a file whatever the mode (``--max-files``)."""
+        a file this open creates counts as a file whatever the mode (``--max-files``).
+
+        ``size``: a whole upload whose size the client announced (SCP). Whatever the upload
+        mode it goes to a temporary file that replaces the target only when complete, and
+        its size is reserved before the open returns: a file that cannot fit is refused
+        now, not after part of it was written.
+        """
         mode = mode.accessing
         with self._op("open"), self.jail.locate(path) as loc:
+            if size is not None and loc.name != ".":
+                upload = OpenMode(write=True, create=True, truncate=True)
+                return await self._open_atomic(loc, upload, permissions & PERMISSION_MASK, size)
             if self._atomic(mode) and loc.name != ".":
                 return await self._open_atomic(loc, mode, permissions & PERMISSION_MASK)
             fd, created = self._open_at(loc, mode, permissions & PERMISSION_MASK)
@@ -206,8 +217,12 @@ class Session:
             and not mode.exclusive
         )
 
-    async def _open_atomic(self, loc: Location, mode: OpenMode, permissions: int) -> OpenFile:
-        """Write under a hidden name beside the target; :meth:`_put_in_place` finishes."""
+    async def _open_atomic(
+        self, loc: Location, mode: OpenMode, permissions: int, size: int | None = None
+    ) -> OpenFile:
+        """Write under a hidden name beside the target; :meth:`_put_in_place` finishes.
+        With ``size`` (see :meth:`open`) those bytes are reserved first and a broken
+        upload is removed even in ``atomic-resume``."""
         try:
             old: os.stat_result | None = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -224,19 +239,29 @@ class Session:
         )
         fd = os.open(temp.name, mode.os_flags() | os.O_CREAT | os.O_EXCL, permissions,
                      dir_fd=loc.dir_fd)  # fmt: skip
+        ledger = self._ledger(loc)
         try:
             st = os.fstat(fd)
             await self._count_new_file(temp, st)
+            inode = ledger.open_inode(st)
+            if size:
+                try:
+                    await ledger.resize(inode, size)
+                except BaseException:
+                    await ledger.close_inode(inode, None)
+                    os.unlink(temp.name, dir_fd=loc.dir_fd)
+                    await self._forget(st, ledger)
+                    raise
             dir_fd = os.dup(loc.dir_fd)
         except BaseException:
             os.close(fd)
             raise
-        ledger = self._ledger(loc)
+        keep = self.upload_mode == "atomic-resume" and size is None
         place = functools.partial(
-            self._put_in_place, dir_fd, temp.name, loc.name, ledger, _directory(loc)
+            self._put_in_place, dir_fd, temp.name, loc.name, ledger, _directory(loc), keep
         )
         finish = functools.partial(self._finished, place)
-        return OpenFile(fd, loc.vpath, mode, ledger, ledger.open_inode(st), finish, old is None)
+        return OpenFile(fd, loc.vpath, mode, ledger, inode, finish, old is None)
 
     async def _finished(
         self, place: Callable[[bool], Awaitable[None]] | None, f: OpenFile, completed: bool
@@ -299,10 +324,12 @@ class Session:
         name: str,
         ledger: QuotaLedger,
         directory: tuple[str, ...],
+        keep_broken: bool,
         completed: bool,
     ) -> None:
-        """After the close: rename the temporary file over the target (a broken upload too in
-        ``atomic-resume``), or remove it; the ledger forgets what was replaced or removed.
+        """After the close: rename the temporary file over the target (a broken upload too
+        with ``keep_broken``, ``atomic-resume``), or remove it; the ledger forgets what was
+        replaced or removed.
 
         Without ``overwrite`` the file goes into place only if the name is still free
         (a hard link, which fails if it exists, then the temporary name's removal): a
@@ -310,7 +337,7 @@ class Session:
         """
         try:
             st = os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
-            if not completed and self.upload_mode != "atomic-resume":
+            if not completed and not keep_broken:
                 os.unlink(temp, dir_fd=dir_fd)
                 await self._forget(st, ledger)
                 return

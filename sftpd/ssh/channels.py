@@ -18,8 +18,8 @@ from sftpd.ssh.compat import (
     SSHServerStreamSession,
     SSHWriter,
     binary_streams,
-    run_scp_server,
 )
+from sftpd.ssh.scp import run_scp
 from sftpd.ssh.sftp import SftpdHandler, SftpdServer
 
 if TYPE_CHECKING:
@@ -61,10 +61,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         elif command and command.startswith("scp "):
             conn.touch()
             server = conn.new_sftp_server(chan, "scp")
-            server.watch_input(stdin.at_eof)
-            result = run_scp_server(server, command, stdin, stdout, stderr)
-            if result is not None:
-                conn.spawn(result)  # type: ignore[arg-type]
+            conn.spawn(self._scp(server, command, stdin, stdout, stderr))
         else:
             conn.spawn(self._exec(command, stdin, stdout, stderr))
 
@@ -84,6 +81,25 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
             await server.exit()
             if not chan.is_closing():
                 chan.exit(0)
+
+    async def _scp(
+        self,
+        server: SftpdServer,
+        command: str,
+        stdin: SSHReader[bytes],
+        stdout: SSHWriter[bytes],
+        stderr: SSHWriter[bytes],
+    ) -> None:
+        chan = cast(asyncssh.SSHServerChannel[bytes], stdout.channel)
+        status = 1
+        try:
+            status = await run_scp(server, command, stdin, stdout, stderr)
+        except (BrokenPipeError, ConnectionError, asyncssh.Error) as exc:
+            log.debug("scp channel closed early", extra={"error": str(exc)})
+        finally:
+            self._owner.touch()
+        if not chan.is_closing():
+            chan.exit(status)
 
     async def _exec(
         self,

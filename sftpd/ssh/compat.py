@@ -33,7 +33,6 @@ from asyncssh.constants import (
     MSG_IGNORE,
 )
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
-from asyncssh.scp import run_scp_server
 from asyncssh.sftp import SFTPHandler, SFTPLimits, SFTPServerHandler
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
@@ -41,7 +40,7 @@ __all__ = [
     "ASYNCSSH_SERIES", "FXP_EXTENDED_REPLY", "FXP_NAME", "FXP_OPEN", "FXP_OPENDIR",
     "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
-    "binary_streams", "client_extended_request", "run_scp_server",
+    "binary_streams", "client_extended_request",
     "skip_cbc_countermeasure", "use_fast_chacha", "version_is_tested",
 ]  # fmt: skip
 

@@ -151,7 +151,6 @@ class SftpdServer(asyncssh.SFTPServer):
         self._on_exit = on_exit
         self._files: set[OpenFile] = set()
         self._quota_told_at = -QUOTA_LINE_INTERVAL
-        self._input_ended: Callable[[], bool] = lambda: False
 
     def format_user(self, uid: int | None) -> str:
         return self.session.user
@@ -167,30 +166,37 @@ class SftpdServer(asyncssh.SFTPServer):
         self._files.add(f)
         return f
 
-    async def close(self, file_obj: object) -> None:
-        """A client's CLOSE completes an upload. asyncssh's SCP sink also closes the file when
-        the connection drops mid-file: a closing channel means the upload broke off."""
+    async def open_whole(self, path: bytes, size: int, permissions: int) -> OpenFile:
+        """For SCP: an upload of ``size`` bytes announced up front (``Session.open``)."""
+        if len(self._files) >= MAX_OPEN_HANDLES:
+            raise asyncssh.SFTPFailure(f"too many open files (limit {MAX_OPEN_HANDLES})")
+        upload = OpenMode(write=True, create=True, truncate=True)
+        f = await self._quota_guard(self.session.open, _path(path), upload, permissions,
+                                    size=size)  # fmt: skip
+        self._files.add(f)
+        return f
+
+    async def close(self, file_obj: object, completed: bool = True) -> None:
+        """A client's CLOSE completes an upload; SCP says when its file is complete. A
+        closing channel means the upload broke off, whatever was said."""
         assert isinstance(file_obj, OpenFile)
         self._files.discard(file_obj)
-        broken = self.channel.is_closing() or self._input_ended()
-        await _acall(file_obj.close, not broken)
+        await _acall(file_obj.close, completed and not self.channel.is_closing())
 
-    def watch_input(self, ended: Callable[[], bool]) -> None:
-        """For SCP: ``ended`` says the client's data stream ended (a killed client)."""
-        self._input_ended = ended
-
-    async def _quota_guard(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _quota_guard(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run ``fn``; a QuotaExceeded also goes to the channel's stderr as one human line.
 
-        OpenSSH's sftp prints only "Failure" for a failed write, but shows stderr.
+        OpenSSH's sftp prints only "Failure" for a failed write, but shows stderr. SCP
+        says it in its own error line, so not on stderr too.
         """
         try:
-            return await fn(*args)
+            return await fn(*args, **kwargs)
         except errors.QuotaExceeded as exc:
             now = time.monotonic()
             if now - self._quota_told_at > QUOTA_LINE_INTERVAL:  # pipelined writes fail together
                 self._quota_told_at = now
-                self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
+                if self.session.protocol != "scp":
+                    self.channel.write_stderr(f"sftpd: {exc.message}\n".encode())
                 session = self.session  # one event per burst, like the line
                 session.emit(Event("quota-exceeded", session.user, session.addr,
                                    session.protocol, reason=exc.message))  # fmt: skip
