@@ -16,9 +16,13 @@ How one server process keeps it exact without a database write per packet:
   the pool into ``pending``, and new files into ``pending_files`` while the pool
   holds a claim (so a crash is always noticed and reconciled); a close writes
   ``pending`` into ``used`` before it is acknowledged (:meth:`QuotaLedger.flush`,
-  a group commit), so every view of usage anywhere reads its own writes; the
-  pool is handed back when the user's last session here ends. A small file thus
-  costs one store write, at its close, and no claim;
+  a group commit), so every view of usage anywhere reads its own writes. A small
+  file thus costs one store write, at its close, and no claim;
+* a claim flows back to the user's pool when nothing here uses it: CLAIM_IDLE after
+  the last writer closed, at once when the user's last session here ends, and
+  within CLAIM_POLL when another holder is waiting for room (a claim that does not
+  fit while others hold reservations says so with ``want_room`` and waits up to
+  CLAIM_WAIT for them). No worker or node can starve another with room it holds;
 * shrinking (truncate, remove, rename over a file) is written to the store at
   once, except what can be taken back from ``pending``;
 * every open inode has one :class:`Inode` record with the size the ledger
@@ -47,6 +51,10 @@ CHUNK = 8 * 1024 * 1024
 #: Near the quota a grant comes back short and the claim size starts over at CHUNK.
 MAX_CHUNK = 64 * 1024 * 1024
 SETTLE_DELAY = 0.1  # seconds before a deferred write is retried
+CLAIM_IDLE = 1.0  # seconds a claim no writer here uses is kept before it goes back
+CLAIM_POLL = 0.25  # while writers hold a claim, how often they look for others waiting
+CLAIM_WAIT = 2.0  # how long a claim that does not fit waits for others to hand theirs back
+CLAIM_RETRY = 0.05  # seconds between two tries of a waiting claim
 
 
 class UsageView(Protocol):
@@ -62,6 +70,8 @@ class UsageView(Protocol):
     def quota(self) -> int: ...
     @property
     def max_files(self) -> int: ...
+    @property
+    def wanted(self) -> float: ...
 
 
 class LedgerStore(Protocol):
@@ -78,6 +88,8 @@ class LedgerStore(Protocol):
     ) -> None: ...
 
     async def create_file(self, name: str, default_quota: int) -> str | None: ...
+
+    async def want_room(self, name: str) -> None: ...
 
 
 @dataclass
@@ -110,6 +122,9 @@ class QuotaLedger:
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # flushes and settles
     _settle_timer: asyncio.TimerHandle | None = None
     _settle_task: asyncio.Task[None] | None = None
+    _watcher: asyncio.Task[None] | None = None  # while a claim is held (_watch_claim)
+    _last_growth: float = 0.0  # loop time of the last growth drawn from the pool
+    _modest_until: float = 0.0  # others wanted room: claim only what is needed till then
 
     # -- limits ------------------------------------------------------------------
 
@@ -155,20 +170,87 @@ class QuotaLedger:
         if n <= self.pool:
             self.pool -= n
             self.pending += n
+            self._last_growth = asyncio.get_running_loop().time()
             return
         async with self._lock:
             short = n - self.pool
             if short > 0:
-                want = max(short, self.claim)
-                granted = await self.store.reserve(
-                    self.user, self.holder, want, short, self.default_quota
-                )
+                granted = await self._claim(short)
                 if not granted:
                     raise await self.exceeded()
-                self.claim = min(2 * self.claim, MAX_CHUNK) if granted >= want else CHUNK
                 self.pool += granted
+                self._watch()
             self.pool -= n
             self.pending += n
+            self._last_growth = asyncio.get_running_loop().time()
+
+    async def _claim(self, short: int) -> int:
+        """Reserve at least ``short`` bytes (a chunk when it fits); 0 if they cannot fit.
+
+        Refused while other holders hold reservations that would make room: ask them for it
+        (``want_room``, again every half second) and try again for up to CLAIM_WAIT.
+        """
+        loop = asyncio.get_running_loop()
+        want = short if loop.time() < self._modest_until else max(short, self.claim)
+        granted = await self.store.reserve(self.user, self.holder, want, short,
+                                           self.default_quota)  # fmt: skip
+        if granted:
+            self.claim = min(2 * self.claim, MAX_CHUNK) if granted >= want else CHUNK
+            return granted
+        deadline = asked = loop.time()
+        deadline += CLAIM_WAIT
+        asked -= 1.0
+        while loop.time() < deadline:
+            u = await self.store.usage(self.user, self.default_quota)
+            own = self.pool + self.pending
+            if u is None or u.reserved <= own or u.quota - u.used - own < short:
+                return 0  # nobody else holds room, or not even all of it would do
+            if loop.time() - asked >= 0.5:
+                await self.store.want_room(self.user)
+                asked = loop.time()
+            await asyncio.sleep(CLAIM_RETRY)
+            granted = await self.store.reserve(self.user, self.holder, short, short,
+                                               self.default_quota)  # fmt: skip
+            if granted:
+                self.claim = CHUNK
+                return granted
+        return 0
+
+    def _watch(self) -> None:
+        """Make sure a claim held here flows back when it is not used (:meth:`_watch_claim`)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_claim())
+
+    async def _watch_claim(self) -> None:
+        """While a claim is held: hand it back once nothing here grew a file for CLAIM_IDLE,
+        or at once when another holder is waiting for room (``Usage.wanted`` changed)."""
+        loop = asyncio.get_running_loop()
+        seen: float | None = None
+        while self.pool > 0:
+            await asyncio.sleep(CLAIM_POLL)
+            if self.pool <= 0:
+                break
+            wanted = False
+            if loop.time() - self._last_growth < CLAIM_IDLE:
+                try:
+                    u = await self.store.usage(self.user, self.default_quota)
+                except Exception as exc:  # the store's errors are not core's to know
+                    log.debug("claim poll failed", extra={"user": self.user, "error": str(exc)})
+                    continue
+                if u is None:
+                    break
+                wanted, seen = seen is not None and u.wanted != seen, u.wanted
+                if not wanted:
+                    continue
+            try:
+                async with self._lock, self._write_lock:
+                    await self._write(release=self.pool)
+            except Exception as exc:
+                log.warning("claim release deferred", extra={"user": self.user,
+                                                             "error": str(exc)})  # fmt: skip
+                continue
+            if wanted:
+                self._modest_until = loop.time() + CLAIM_WAIT
 
     async def shrink(self, n: int, files: int = 0) -> None:
         """Account ``n`` fewer bytes (and ``files`` fewer files)."""

@@ -122,6 +122,7 @@ class Usage:
     quota: int  # effective byte quota; 0 = unlimited
     max_files: int  # 0 = no limit
     activity: int  # bumped by every change; lets a scan detect concurrent writers
+    wanted: float = 0.0  # when a claim last waited for other holders' room (want_room)
 
 
 def grant_for(u: Usage, want: int, need: int) -> int:
@@ -134,7 +135,7 @@ def file_refusal(u: Usage) -> str | None:
     """Why one more file may not be created ("files" or "quota"), or None."""
     if u.max_files and u.files >= u.max_files:
         return "files"
-    if u.quota and u.used + u.reserved >= u.quota:
+    if u.quota and u.used >= u.quota:  # others' reservations are not this file's bytes
         return "quota"
     return None
 
@@ -247,6 +248,10 @@ class Store(Protocol):
 
     async def create_file(self, name: str, default_quota: int) -> str | None:
         """Count one new file; refuse with "quota" or "files" when a limit is reached."""
+
+    async def want_room(self, name: str) -> None:
+        """Say that a claim is waiting for room other holders reserved: each of them hands
+        back what it does not use when it sees ``Usage.wanted`` change."""
 
     async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
         """Store a scan result, unless anything changed or was reserved since ``if_activity``."""

@@ -114,6 +114,14 @@ SQLITE_STEPS.append(
     """
 )
 
+SQLITE_STEPS.append(
+    # 6: users.room_wanted: when a claim was last refused while other holders held
+    # reservations; they hand back what they do not use when it changes (docs/quota.md).
+    """
+    ALTER TABLE users ADD COLUMN room_wanted REAL NOT NULL DEFAULT 0;
+    """
+)
+
 # The same schema for PostgreSQL, as it stands after every SQLite step above. Steps are
 # applied under an advisory lock, so nodes starting at once migrate exactly once.
 POSTGRES_STEPS: list[str] = [
@@ -194,5 +202,12 @@ POSTGRES_STEPS.append(
         folder TEXT NOT NULL REFERENCES folders(name) ON DELETE CASCADE,
         PRIMARY KEY ("user", vpath)
     );
+    """
+)
+
+POSTGRES_STEPS.append(
+    # 3: users.room_wanted (SQLite step 6)
+    """
+    ALTER TABLE users ADD COLUMN room_wanted DOUBLE PRECISION NOT NULL DEFAULT 0;
     """
 )

@@ -53,7 +53,7 @@ _SELECT_ACCESS = (
     "SELECT name, permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
 )
 _USAGE = (
-    "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
+    "SELECT used_bytes, used_files, quota_bytes, max_files, activity, room_wanted,"
     ' (SELECT coalesce(sum(bytes), 0) FROM reservations WHERE "user" = users.name)'
     " FROM users WHERE name=$1"
 )
@@ -346,6 +346,11 @@ class PostgresStore:
 
         return await self._tx(q)
 
+    async def want_room(self, name: str) -> None:
+        await self._run(
+            lambda c: c.execute("UPDATE users SET room_wanted=$1 WHERE name=$2", time.time(), name)
+        )
+
     async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
         async def q(c: Any) -> bool:
             status = await c.execute(
@@ -496,7 +501,7 @@ async def _usage(c: Any, name: str, default_quota: int, lock: bool = False) -> U
     row = await c.fetchrow(_USAGE, name)
     if row is None:
         return None
-    used, files, quota, max_files, activity, reserved = row
+    used, files, quota, max_files, activity, wanted, reserved = row
     return Usage(
         used=used,
         files=files,
@@ -504,6 +509,7 @@ async def _usage(c: Any, name: str, default_quota: int, lock: bool = False) -> U
         quota=default_quota if quota is None else quota,
         max_files=max_files or 0,
         activity=activity,
+        wanted=wanted,
     )
 
 

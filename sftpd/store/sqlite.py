@@ -54,7 +54,7 @@ _SELECT_ACCESS = (
     " WHERE name IN (SELECT value FROM json_each(?))"
 )
 _USAGE = (
-    "SELECT used_bytes, used_files, quota_bytes, max_files, activity,"
+    "SELECT used_bytes, used_files, quota_bytes, max_files, activity, room_wanted,"
     " (SELECT coalesce(sum(bytes), 0) FROM reservations WHERE user = users.name)"
     " FROM users WHERE name=?"
 )
@@ -337,6 +337,13 @@ class SqliteStore:
 
         return await self._run_short(q)
 
+    async def want_room(self, name: str) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            with _transaction(c):
+                c.execute("UPDATE users SET room_wanted=? WHERE name=?", (time.time(), name))
+
+        await self._run_short(q)
+
     async def set_usage(self, name: str, used: int, files: int, if_activity: int) -> bool:
         def q(c: sqlite3.Connection) -> bool:
             with _transaction(c):
@@ -541,7 +548,7 @@ def _usage(c: sqlite3.Connection, name: str, default_quota: int) -> Usage | None
     row = c.execute(_USAGE, (name,)).fetchone()
     if row is None:
         return None
-    used, files, quota, max_files, activity, reserved = row
+    used, files, quota, max_files, activity, wanted, reserved = row
     return Usage(
         used=used,
         files=files,
@@ -549,6 +556,7 @@ def _usage(c: sqlite3.Connection, name: str, default_quota: int) -> Usage | None
         quota=default_quota if quota is None else quota,
         max_files=max_files or 0,
         activity=activity,
+        wanted=wanted,
     )
 
 

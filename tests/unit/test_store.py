@@ -113,6 +113,22 @@ async def test_reservations_from_two_nodes_never_overshoot(two: tuple[Store, Sto
     assert usage.reserved == sum(grants) - grants[0]
 
 
+async def test_room_wanted_is_seen_by_every_node(two: tuple[Store, Store]) -> None:
+    """A claim waiting for room says so; every node's holders see ``wanted`` change. Room
+    other holders reserved never refuses a new file: only ``used`` does."""
+    a, b = two
+    await a.add_user(UserRecord("w", quota_bytes=1000, max_files=5))
+    assert await a.reserve("w", "h1", 1000, 1000, 0) == 1000
+    before = await b.usage("w", 0)
+    assert before is not None and before.wanted == 0
+    await b.want_room("w")
+    after = await a.usage("w", 0)
+    assert after is not None and after.wanted > before.wanted
+    assert await b.create_file("w", 0) is None  # 0 used, 1000 reserved by h1
+    await a.apply("w", "h1", used=1000, reserved=-1000)
+    assert await b.create_file("w", 0) == "quota"
+
+
 async def test_file_count_limit_and_scan_guard(two: tuple[Store, Store]) -> None:
     a, b = two
     await a.add_user(UserRecord("f", quota_bytes=0, max_files=3))
