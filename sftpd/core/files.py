@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sftpd.core.errors import PermissionDenied, SftpdError, from_oserror
-from sftpd.core.quota import Inode, QuotaLedger
+from sftpd.core.quota import Inode, QuotaLedger, note_shrink, noted_shrink
 
 #: Bytes per step of a server-side copy (copy_file_range or pread/pwrite), in a worker thread.
 COPY_STEP = 1024 * 1024
@@ -114,7 +114,9 @@ async def resize_fd(ledger: QuotaLedger, inode: Inode, fd: int, size: int) -> No
         os.ftruncate(fd, size)
     else:
         os.ftruncate(fd, size)
+        counted = inode.counted
         await ledger.resize(inode, size)
+        inode.noted += note_shrink(fd, counted - inode.counted)  # for writers elsewhere
 
 
 class OpenFile:
@@ -258,10 +260,12 @@ class OpenFile:
             return
         self.closed = True
         try:
-            size = self.final_size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            noted = noted_shrink(self.fd) if self._inode is not None else None
         finally:
             os.close(self.fd)
+        self.final_size = st.st_size
         if self._ledger is not None and self._inode is not None:
-            await self._ledger.close_inode(self._inode, size)
+            await self._ledger.close_inode(self._inode, st, noted)
         if self._finish is not None:
             await self._finish(self, completed)

@@ -26,7 +26,11 @@ How one server process keeps it exact without a database write per packet:
 * shrinking (truncate, remove, rename over a file) is written to the store at
   once, except what can be taken back from ``pending``;
 * every open inode has one :class:`Inode` record with the size the ledger
-  counts for it, shared by all handles on it in this process.
+  counts for it, shared by all handles on it in this process. What another
+  process or node takes off the ledger for an inode meanwhile (a truncate, the
+  removal of its last name) it notes on the inode itself (:func:`note_shrink`, an
+  extended attribute), and the record's settle at close takes that into account:
+  usage equals a disk scan after every close, whoever changed the file.
 
 A process that dies leaves its reservation behind; the next start drops
 reservations of dead holders and rescans the users that had one.
@@ -35,6 +39,7 @@ reservations of dead holders and rescans the users that had one.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import stat
@@ -92,6 +97,37 @@ class LedgerStore(Protocol):
     async def want_room(self, name: str) -> None: ...
 
 
+#: Bytes taken off the ledger for an inode by whoever did it (a decimal number).
+SHRUNK_XATTR = "user.sftpd.shrunk"
+
+
+def noted_shrink(fd: int) -> int | None:
+    """The inode's :data:`SHRUNK_XATTR` (0 if none); None where the file system has no
+    extended attributes. ``fd`` may be an O_PATH descriptor."""
+    try:
+        return int(os.getxattr(f"/proc/self/fd/{fd}", SHRUNK_XATTR))
+    except OSError as exc:
+        return 0 if exc.errno == errno.ENODATA else None
+    except ValueError:
+        return 0
+
+
+def note_shrink(fd: int, n: int) -> int:
+    """Add ``n`` to the inode's :data:`SHRUNK_XATTR`: a process holding the inode open for
+    writing learns at its close what others took off meanwhile. Best effort (no extended
+    attributes, or a file the server cannot write): returns what was added."""
+    if n <= 0:
+        return 0
+    try:
+        had = noted_shrink(fd)
+        if had is None:
+            return 0
+        os.setxattr(f"/proc/self/fd/{fd}", SHRUNK_XATTR, str(had + n).encode())
+    except OSError:
+        return 0
+    return n
+
+
 @dataclass
 class Inode:
     """An inode open for writing: the size the ledger counts for it."""
@@ -100,6 +136,7 @@ class Inode:
     counted: int
     refs: int = 0
     detached: bool = False  # its last name was removed: it no longer counts
+    noted: int = 0  # the inode's SHRUNK_XATTR as far as this record accounted for it
 
 
 @dataclass
@@ -333,18 +370,28 @@ class QuotaLedger:
 
     # -- inodes open for writing -------------------------------------------------
 
-    def open_inode(self, st: os.stat_result) -> Inode:
+    def open_inode(self, st: os.stat_result, noted: int | None = 0) -> Inode:
+        """The record of an inode opened for writing; ``noted`` is its SHRUNK_XATTR now."""
         key = (st.st_dev, st.st_ino)
         inode = self.inodes.get(key)
         if inode is None:
-            inode = self.inodes[key] = Inode(key, st.st_size)
+            inode = self.inodes[key] = Inode(key, st.st_size, noted=noted or 0)
         inode.refs += 1
         self.writers += 1
         return inode
 
-    async def close_inode(self, inode: Inode, final_size: int | None) -> None:
-        if final_size is not None:
-            await self.resize(inode, final_size)
+    async def close_inode(
+        self, inode: Inode, final: os.stat_result | None, noted: int | None = None
+    ) -> None:
+        """A handle is closed; ``final`` is its file's fstat then and ``noted`` its
+        SHRUNK_XATTR. What others took off meanwhile is no longer counted here, and a
+        file whose last name they removed settles to nothing."""
+        if final is not None:
+            if noted is not None and noted > inode.noted:
+                inode.counted = max(0, inode.counted - (noted - inode.noted))
+                inode.noted = noted
+            gone = final.st_nlink == 0 and noted is not None
+            await self.resize(inode, 0 if gone else final.st_size)
         inode.refs -= 1
         self.writers -= 1
         if inode.refs == 0:

@@ -9,6 +9,7 @@ account.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -39,7 +40,7 @@ from sftpd.core.files import (
 )
 from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
-from sftpd.core.quota import QuotaLedger, is_counted
+from sftpd.core.quota import QuotaLedger, is_counted, note_shrink, noted_shrink
 from sftpd.core.uploads import is_temp, temp_name
 from sftpd.events import Emit, Event, no_emit
 
@@ -197,7 +198,7 @@ class Session:
                 os.close(fd)
                 raise
             ledger = self._ledger(loc)
-            inode = ledger.open_inode(st)
+            inode = ledger.open_inode(st, noted_shrink(fd))
             handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish, created)
             if mode.truncate and st.st_size:
                 try:
@@ -346,21 +347,30 @@ class Session:
             except FileNotFoundError:
                 old = None
             replace = "overwrite" in self.access.permissions.at(directory)
-            try:
-                if replace:
-                    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                else:
-                    os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
-                            follow_symlinks=False)  # fmt: skip
+            with _held_at(dir_fd, name) as held:
+                try:
+                    if replace:
+                        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    else:
+                        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                                follow_symlinks=False)  # fmt: skip
+                        os.unlink(temp, dir_fd=dir_fd)
+                except OSError as exc:
                     os.unlink(temp, dir_fd=dir_fd)
-            except OSError as exc:
-                os.unlink(temp, dir_fd=dir_fd)
-                await self._forget(st, ledger)
-                if isinstance(exc, FileExistsError):
-                    self._require("overwrite", directory)
-                raise from_oserror(exc) from None
-            if replace and old is not None and (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino):
-                await self._forget(old, ledger)
+                    await self._forget(st, ledger)
+                    if isinstance(exc, FileExistsError):
+                        self._require("overwrite", directory)
+                    raise from_oserror(exc) from None
+                if (
+                    replace
+                    and old is not None
+                    and (old.st_dev, old.st_ino)
+                    != (
+                        st.st_dev,
+                        st.st_ino,
+                    )
+                ):
+                    await self._forget(old, ledger, held)
         finally:
             os.close(dir_fd)
 
@@ -460,7 +470,7 @@ class Session:
             if not stat.S_ISREG(st.st_mode):
                 raise PermissionDenied("permission denied: not a regular file")
             ledger = self._ledger(loc)
-            inode = ledger.open_inode(st)
+            inode = ledger.open_inode(st, noted_shrink(fd))
             try:
                 await resize_fd(ledger, inode, fd, size)
             finally:
@@ -575,16 +585,21 @@ class Session:
             self._require("delete", _directory(loc))
             self._require_unguarded(loc, "removed")
             st = require_exists(loc)
-            os.unlink(loc.name, dir_fd=loc.dir_fd)
-            await self._forget(st, self._ledger(loc))
+            with _held(loc) as held:
+                os.unlink(loc.name, dir_fd=loc.dir_fd)
+                await self._forget(st, self._ledger(loc), held)
             self._event("delete", loc.vpath)
 
     @staticmethod
-    async def _forget(st: os.stat_result, ledger: QuotaLedger) -> None:
-        """A name is gone: if it was the file's last, the file no longer counts."""
+    async def _forget(st: os.stat_result, ledger: QuotaLedger, held: int | None = None) -> None:
+        """A name is gone: if it was the file's last, the file no longer counts. ``held``
+        (a descriptor on the inode, from :func:`_held`) gets a note of what was taken off,
+        for a process that still has the file open for writing."""
         if is_counted(st):
             size = ledger.counted_size(st)
             ledger.detach(st)
+            if held is not None:
+                note_shrink(held, size)
             await ledger.file_removed(size)
 
     async def rename(self, old: str, new: str) -> None:
@@ -605,12 +620,13 @@ class Session:
             except FileNotFoundError:
                 dst_st = None
             self._require_rename(src, src_st, dst, dst_st)
-            os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
-            if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
-                src_st.st_dev,
-                src_st.st_ino,
-            ):
-                await self._forget(dst_st, self._ledger(dst))
+            with _held(dst) as held:
+                os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
+                if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
+                    src_st.st_dev,
+                    src_st.st_ino,
+                ):
+                    await self._forget(dst_st, self._ledger(dst), held)
             self._event("rename", src.vpath, dst.vpath)
 
     def _require_rename(
@@ -705,6 +721,25 @@ def _copy_rights(mode: int) -> tuple[str, ...]:
     if stat.S_ISDIR(mode):
         return ("list", "download")
     return ("list",) if stat.S_ISLNK(mode) else ("download",)
+
+
+@contextlib.contextmanager
+def _held_at(dir_fd: int, name: str) -> Iterator[int | None]:
+    """An O_PATH descriptor on the entry ``name``, kept across its removal or replacement
+    so a note can still reach the inode (:func:`note_shrink`); None if there is none."""
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _held(loc: Location) -> contextlib.AbstractContextManager[int | None]:
+    return _held_at(loc.dir_fd, loc.name)
 
 
 def _directory(loc: Location) -> tuple[str, ...]:

@@ -51,9 +51,10 @@ async def store(tmp_path: Path) -> AsyncIterator[GatedStore]:
     await real.close()
 
 
-def stat_of(tmp_path: Path, name: str) -> os.stat_result:
+def stat_of(tmp_path: Path, name: str, size: int = 0) -> os.stat_result:
     p = tmp_path / name
     p.touch()
+    os.truncate(p, size)
     return os.stat(p)
 
 
@@ -87,11 +88,11 @@ async def test_a_close_waits_for_the_write_that_carries_its_bytes(
     await ledger.resize(a, 1000)
     await ledger.resize(b, 2000)
     store.gate.clear()
-    close_a = asyncio.create_task(ledger.close_inode(a, 1000))
+    close_a = asyncio.create_task(ledger.close_inode(a, stat_of(tmp_path, "a", 1000)))
     await asyncio.wait_for(
         store.entered.wait(), 5
     )  # a's write is in flight and carries b's 2,000 bytes too
-    close_b = asyncio.create_task(ledger.close_inode(b, 2000))
+    close_b = asyncio.create_task(ledger.close_inode(b, stat_of(tmp_path, "b", 2000)))
     for _ in range(20):  # b's close does no I/O of its own: a few loop turns finish it if free
         await asyncio.sleep(0)
     assert not close_b.done(), "b's close was acknowledged before its bytes were stored"
@@ -106,7 +107,7 @@ async def test_a_store_that_cannot_write_defers_without_failing_the_close(
     a = ledger.open_inode(stat_of(tmp_path, "a"))
     await ledger.resize(a, 4096)
     store.down = True
-    await ledger.close_inode(a, 4096)  # acknowledged: no exception
+    await ledger.close_inode(a, stat_of(tmp_path, "a", 4096))  # acknowledged: no exception
     assert ledger.pending == 4096 and await used(store) == 0
     refused = store.refused
 
