@@ -29,6 +29,7 @@ from asyncssh.constants import (
     FXP_NAME,
     FXP_OPEN,
     FXP_OPENDIR,
+    FXP_SYMLINK,
     FXP_WRITE,
     MSG_IGNORE,
 )
@@ -38,7 +39,7 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 __all__ = [
     "ASYNCSSH_SERIES", "FXP_EXTENDED_REPLY", "FXP_NAME", "FXP_OPEN", "FXP_OPENDIR",
-    "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
+    "FXP_SYMLINK", "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
     "binary_streams", "client_extended_request",
     "skip_cbc_countermeasure", "use_fast_chacha", "version_is_tested",

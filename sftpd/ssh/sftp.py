@@ -37,6 +37,7 @@ from sftpd.ssh.compat import (
     FXP_NAME,
     FXP_OPEN,
     FXP_OPENDIR,
+    FXP_SYMLINK,
     FXP_WRITE,
     SFTPHandler,
     SFTPLimits,
@@ -56,6 +57,11 @@ MAX_WRITE_LEN = MAX_PACKET_LEN - 1024
 MAX_OPEN_HANDLES = 1024
 CHECK_FILE_ALGS = b"md5,sha1,sha256,sha512"
 QUOTA_LINE_INTERVAL = 2.0  # seconds between two "quota exceeded" lines on stderr
+#: SSH version strings of clients that send SYMLINK's paths in the draft's order (link,
+#: then target) to a server that is not OpenSSH: asyncssh (xfer), libssh ("libssh_0.x",
+#: older "libssh-0.x"; not libssh2) and WinSCP unless told otherwise. Everyone else sends
+#: OpenSSH's order (SftpdHandler._process_symlink_as_sent).
+DRAFT_SYMLINK_CLIENTS = ("AsyncSSH", "libssh_", "libssh-", "WinSCP")
 
 STATUS_FOR: dict[type[errors.SftpdError], Callable[[str], asyncssh.SFTPError]] = {
     errors.NotFound: asyncssh.SFTPNoSuchFile,
@@ -418,6 +424,25 @@ class SftpdHandler(SFTPServerHandler):
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
         return await self._sftpd.write(file_obj, offset, data)
 
+    async def _process_symlink_as_sent(self, packet: SSHPacket) -> None:
+        """SYMLINK's two paths in the order the client really sends them.
+
+        The draft says link path, then target; OpenSSH sends target, then link path, and
+        so do paramiko, libssh2 (curl), PuTTY, Go's pkg/sftp (rclone), JSch and SSH.NET.
+        asyncssh's server took the draft's order from every client whose version does not
+        say OpenSSH or paramiko, so curl's ``-Q "symlink t.txt ln.txt"`` made
+        ``t.txt -> ln.txt``. Only clients known to send the draft's order to a server that
+        is not OpenSSH get it: :data:`DRAFT_SYMLINK_CLIENTS`.
+        """
+        first = packet.get_string()
+        second = packet.get_string()
+        packet.check_end()
+        reader = self._reader
+        client = str(reader.get_extra_info("client_version", "")) if reader else ""
+        draft = any(name in client for name in DRAFT_SYMLINK_CLIENTS)
+        target, link = (second, first) if draft else (first, second)
+        self._sftpd.symlink(target, link)
+
     async def _process_copy_data(self, packet: SSHPacket) -> None:
         """copy-data (draft-ietf-secsh-filexfer-extensions-00 section 7), served whole.
 
@@ -487,6 +512,7 @@ class SftpdHandler(SFTPServerHandler):
         FXP_OPEN: _process_open_limited,
         FXP_OPENDIR: _process_opendir_limited,
         FXP_WRITE: _process_write_lenient,
+        FXP_SYMLINK: _process_symlink_as_sent,
         b"copy-data": _process_copy_data,
         b"limits@openssh.com": _process_limits,
         b"expand-path@openssh.com": _process_expand_path,

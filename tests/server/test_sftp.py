@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
 import asyncssh
+import paramiko
 import pytest
 from asyncssh.constants import FXP_NAME, FXP_WRITE
 from asyncssh.packet import String, UInt64
@@ -236,3 +239,38 @@ async def test_sftp_channel_closed_before_init_is_cleaned_up(
         )
         chan.write_eof()
         await asyncio.wait_for(chan.wait_closed(), 10)
+
+
+async def test_symlink_direction_follows_what_each_client_sends(
+    live_server: LiveServer, user: User
+) -> None:
+    """SYMLINK's two paths come in OpenSSH's order (target, link) from OpenSSH, paramiko
+    and libssh2 (curl, whose banner names neither: asyncssh's server got it backwards), and
+    in the draft's order from asyncssh: each makes ``lnX -> t.txt``."""
+    (user.home / "t.txt").write_text("t")
+    assert live_server.sftp(user, "ln -s t.txt ln1\n").returncode == 0
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", live_server.port, user.name, key_filename=str(user.key_path),
+                   look_for_keys=False, allow_agent=False)  # fmt: skip
+    try:
+        client.open_sftp().symlink("t.txt", "ln2")
+    finally:
+        client.close()
+    async with live_server.connect(user) as conn, conn.start_sftp_client() as sftp:
+        await sftp.symlink("t.txt", "ln3")
+        await sftp.symlink("missing.txt", "ln4")  # a target that does not exist yet
+    curl = shutil.which("curl")
+    if curl:  # scripts/test.sh installs it; tests/interop/test_clients.py insists
+        url = f"sftp://127.0.0.1:{live_server.port}/~/"
+        r = subprocess.run(
+            [curl, "-s", "-S", "--insecure", "-u", f"{user.name}:{user.password}", url,
+             "-Q", "symlink t.txt ln5", "-o", "/dev/null"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    links = {n: os.readlink(user.home / n) for n in os.listdir(user.home) if n.startswith("ln")}
+    assert links == {
+        "ln1": "t.txt", "ln2": "t.txt", "ln3": "t.txt", "ln4": "missing.txt",
+        **({"ln5": "t.txt"} if curl else {}),
+    }  # fmt: skip
