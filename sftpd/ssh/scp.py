@@ -40,6 +40,7 @@ from sftpd.ssh.compat import SSHReader, SSHWriter
 from sftpd.ssh.sftp import SftpdServer
 
 BLOCK = 256 * 1024  # bytes of file data per step
+MAX_SIZE = 1 << 62  # a larger announced size is refused (the store counts in int64)
 MAX_GLOB = 10_000  # names one pattern of ``scp -f`` may expand to
 GLOB_CHARS = frozenset("*?[")
 
@@ -209,6 +210,9 @@ class Sink(Transfer):
             await self._try(self.set_times(path, times), path)
 
     async def file(self, path: str, mode: int, size: int, times: tuple[int, int] | None) -> None:
+        if size > MAX_SIZE:
+            self.fail(path, "file too large")
+            return
         try:
             f = await self.server.open_whole(os.fsencode(path), size, mode)
         except asyncssh.SFTPError as exc:

@@ -174,3 +174,24 @@ def test_patterns_and_trees_come_down(live_server: LiveServer, user: User, tmp_p
     assert (tmp_path / "tree" / "sub" / "e.txt").read_bytes() == b"sub/e.txt" * 100
     result = live_server.scp("-O", live_server.remote(user, "d/*.none"), str(got))
     assert result.returncode == 1 and "no such file" in result.stderr.lower()
+
+
+async def test_absurd_sizes_and_names_are_refused(live_server: LiveServer, user: User) -> None:
+    """A size past what the store counts is refused like one over the quota; a name that is
+    not one path component ends the exchange; nothing is left behind either way."""
+    async with live_server.connect(user) as conn:
+        for header, answer in (
+            (f"C0644 {1 << 63} huge.bin\n", b"\x01scp: ./huge.bin: file too large\n"),
+            ("C0644 3 ../up.bin\n", b"\x02scp: protocol error: bad name or size: '../up.bin'\n"),
+            ("C0644 -3 neg.bin\n", b"\x02scp: protocol error: bad name or size: 'neg.bin'\n"),
+            ("Cxyz 3 bad.bin\n", b"\x02scp: protocol error: bad file line\n"),
+        ):
+            async with conn.create_process("scp -t .", encoding=None) as proc:
+                assert await proc.stdout.read(1) == b"\0"
+                proc.stdin.write(header.encode())
+                assert await proc.stdout.readline() == answer
+                proc.stdin.write_eof()
+                await proc.wait()
+                assert proc.exit_status == 1
+    assert os.listdir(user.home) == []
+    assert_exact(live_server, user)
