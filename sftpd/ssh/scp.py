@@ -384,18 +384,28 @@ class Source(Transfer):
                 continue
             matched: list[str] = []
             for d in found:
-                if not self.is_dir(d or "."):
-                    continue
-                async for e in self.server.scandir(os.fsencode(d or ".")):
-                    name = os.fsdecode(e.filename)
-                    if name in (".", "..") or (name.startswith(".") and not part.startswith(".")):
-                        continue
-                    if fnmatch.fnmatchcase(name, part):
-                        matched.append(posixpath.join(d, name))
-                        if len(matched) > MAX_GLOB:
-                            raise ScpError(f"{pattern}: matches too many names", fatal=True)
+                matched += await self._matches(d, part)
+                if len(matched) > MAX_GLOB:
+                    raise ScpError(f"{pattern}: matches too many names", fatal=True)
             found = sorted(matched)
         return found
+
+    async def _matches(self, directory: str, part: str) -> list[str]:
+        """Names in ``directory`` that ``part`` matches; none where it cannot be listed
+        (as a shell skips a directory it cannot read)."""
+        matched = []
+        try:
+            async for e in self.server.scandir(os.fsencode(directory or ".")):
+                name = os.fsdecode(e.filename)
+                if name in (".", "..") or (name.startswith(".") and not part.startswith(".")):
+                    continue
+                if fnmatch.fnmatchcase(name, part):
+                    matched.append(posixpath.join(directory, name))
+                    if len(matched) > MAX_GLOB:
+                        break
+        except asyncssh.SFTPError:
+            return []
+        return matched
 
 
 def _times(rest: str) -> tuple[int, int]:

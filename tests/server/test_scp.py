@@ -195,3 +195,26 @@ async def test_absurd_sizes_and_names_are_refused(live_server: LiveServer, user:
                 assert proc.exit_status == 1
     assert os.listdir(user.home) == []
     assert_exact(live_server, user)
+
+
+def test_patterns_do_not_look_inside_what_the_rules_hide(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    user = live_server.add_user()
+    (user.home / "secret").mkdir()
+    (user.home / "secret" / "hidden-name.txt").write_text("s")
+    live_server.set_access(user, paths=(("/secret", "none"),))
+    got = tmp_path / "got"
+    got.mkdir()
+    for pattern in ("secret/*", "secret/hidden-*"):
+        result = live_server.scp("-O", live_server.remote(user, pattern), str(got))
+        assert result.returncode == 1, result
+        assert "hidden-name" not in result.stderr
+    # A name the user typed: the same answer whether it exists or not.
+    answers = [
+        live_server.scp("-O", live_server.remote(user, f"*/{name}"), str(got)).stderr
+        for name in ("hidden-name.txt", "other-name.txt")
+    ]
+    assert answers[0].replace("hidden", "other") == answers[1]
+    assert "nothing is allowed in /secret" in answers[0]
+    assert os.listdir(got) == []
