@@ -428,7 +428,8 @@ class SftpdHandler(SFTPServerHandler):
         """SYMLINK's two paths in the order the client really sends them.
 
         The draft says link path, then target; OpenSSH sends target, then link path, and
-        so do paramiko, libssh2 (curl), PuTTY, Go's pkg/sftp (rclone), JSch and SSH.NET.
+        so do paramiko, libssh2 (curl), Go's pkg/sftp, JSch, SSH.NET, MINA, lftp and sshfs
+        (PuTTY's psftp and FileZilla send no SYMLINK).
         asyncssh's server took the draft's order from every client whose version does not
         say OpenSSH or paramiko, so curl's ``-Q "symlink t.txt ln.txt"`` made
         ``t.txt -> ln.txt``. Only clients known to send the draft's order to a server that
