@@ -347,6 +347,8 @@ class Session:
             except FileNotFoundError:
                 old = None
             replace = "overwrite" in self.access.permissions.at(directory)
+            same = old is not None and (old.st_dev, old.st_ino) == (st.st_dev, st.st_ino)
+            gone = replace and old is not None and not same
             with _held_at(dir_fd, name) as held:
                 try:
                     if replace:
@@ -361,16 +363,10 @@ class Session:
                     if isinstance(exc, FileExistsError):
                         self._require("overwrite", directory)
                     raise from_oserror(exc) from None
-                if (
-                    replace
-                    and old is not None
-                    and (old.st_dev, old.st_ino)
-                    != (
-                        st.st_dev,
-                        st.st_ino,
-                    )
-                ):
-                    await self._forget(old, ledger, held)
+                if gone and old is not None:
+                    _note_removed(old, ledger, held)
+            if gone and old is not None:  # the inode is freed first: on a full disk too
+                await self._forget(old, ledger)
         finally:
             os.close(dir_fd)
 
@@ -585,21 +581,19 @@ class Session:
             self._require("delete", _directory(loc))
             self._require_unguarded(loc, "removed")
             st = require_exists(loc)
+            ledger = self._ledger(loc)
             with _held(loc) as held:
                 os.unlink(loc.name, dir_fd=loc.dir_fd)
-                await self._forget(st, self._ledger(loc), held)
+                _note_removed(st, ledger, held)
+            await self._forget(st, ledger)  # the inode is freed first: on a full disk too
             self._event("delete", loc.vpath)
 
     @staticmethod
-    async def _forget(st: os.stat_result, ledger: QuotaLedger, held: int | None = None) -> None:
-        """A name is gone: if it was the file's last, the file no longer counts. ``held``
-        (a descriptor on the inode, from :func:`_held`) gets a note of what was taken off,
-        for a process that still has the file open for writing."""
+    async def _forget(st: os.stat_result, ledger: QuotaLedger) -> None:
+        """A name is gone: if it was the file's last, the file no longer counts."""
         if is_counted(st):
             size = ledger.counted_size(st)
             ledger.detach(st)
-            if held is not None:
-                note_shrink(held, size)
             await ledger.file_removed(size)
 
     async def rename(self, old: str, new: str) -> None:
@@ -620,13 +614,16 @@ class Session:
             except FileNotFoundError:
                 dst_st = None
             self._require_rename(src, src_st, dst, dst_st)
+            replaced = dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
+                src_st.st_dev,
+                src_st.st_ino,
+            )
             with _held(dst) as held:
                 os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
-                if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
-                    src_st.st_dev,
-                    src_st.st_ino,
-                ):
-                    await self._forget(dst_st, self._ledger(dst), held)
+                if replaced and dst_st is not None:
+                    _note_removed(dst_st, self._ledger(dst), held)
+            if replaced and dst_st is not None:
+                await self._forget(dst_st, self._ledger(dst))
             self._event("rename", src.vpath, dst.vpath)
 
     def _require_rename(
@@ -740,6 +737,15 @@ def _held_at(dir_fd: int, name: str) -> Iterator[int | None]:
 
 def _held(loc: Location) -> contextlib.AbstractContextManager[int | None]:
     return _held_at(loc.dir_fd, loc.name)
+
+
+def _note_removed(st: os.stat_result, ledger: QuotaLedger, held: int | None) -> None:
+    """The last name of ``st`` is gone: note on the inode (``held``, from :func:`_held`)
+    what the ledger takes off for it, for a process that still has it open for writing.
+    The caller closes the descriptor before the store write, so a full disk gets the
+    space back first."""
+    if held is not None and is_counted(st):
+        note_shrink(held, ledger.counted_size(st))
 
 
 def _directory(loc: Location) -> tuple[str, ...]:
