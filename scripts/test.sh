@@ -19,6 +19,10 @@ for bin in sftp scp ssh ssh-keygen; do
     command -v "$bin" >/dev/null || { apt_install openssh-client; break; }
 done
 command -v rclone >/dev/null || apt_install rclone
+# curl (libssh2's sftp:// and scp://), sshfs over FUSE with fio on top, restic's sftp backend.
+for pkg in curl:curl sshfs:sshfs fusermount3:fuse3 fio:fio restic:restic; do
+    command -v "${pkg%%:*}" >/dev/null || apt_install "${pkg#*:}"
+done
 # Server packages whose system services must not start: the tests run their own copies
 # (sshd with its own config, PostgreSQL initdb'd into a temp dir) on 127.0.0.1.
 # policy-rc.d keeps apt from starting the system's services; the tests never touch them.

@@ -264,6 +264,8 @@ class Service:
             for task in pending:
                 task.cancel()
         await self.bus.stop(DRAIN_SECONDS)
+        for ledger in self._ledgers.values():
+            ledger.stop()
         with contextlib.suppress(StoreError):  # gone cleanly: nothing for others to release
             await self.store.drop_holder(self.holder)
 

@@ -361,6 +361,12 @@ class QuotaLedger:
                                                                  "error": str(exc)})  # fmt: skip
             self.settle_soon()
 
+    def stop(self) -> None:
+        """The server stops: its sessions have settled (the pool went back with them), so
+        the watcher of a claim has nothing left to do."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+
     def session_opened(self) -> None:
         self.sessions += 1
 

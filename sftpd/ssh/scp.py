@@ -27,6 +27,7 @@ import asyncio
 import fnmatch
 import getopt
 import inspect
+import logging
 import os
 import posixpath
 import shlex
@@ -41,8 +42,12 @@ from sftpd.ssh.sftp import SftpdServer
 
 BLOCK = 256 * 1024  # bytes of file data per step
 MAX_SIZE = 1 << 62  # a larger announced size is refused (the store counts in int64)
+MAX_DEPTH = 128  # directory levels one -r copy may nest, either way
+MAX_TIME = 1 << 40  # seconds; a T line outside [0, MAX_TIME) is a protocol error
 MAX_GLOB = 10_000  # names one pattern of ``scp -f`` may expand to
 GLOB_CHARS = frozenset("*?[")
+
+log = logging.getLogger("sftpd.scp")
 
 
 class ScpError(Exception):
@@ -101,11 +106,14 @@ class Peer:
                 raise ScpError("connection lost", fatal=True) from None
             return None
 
-    async def response(self) -> None:
-        """Wait for the client's answer: return on 0, raise ScpError on an error."""
+    async def response(self, *, eof_ok: bool = False) -> None:
+        """Wait for the client's answer: return on 0 (or, with ``eof_ok``, on the end of
+        its data), raise ScpError on an error."""
         try:
             code = await self.reader.readexactly(1)
         except asyncio.IncompleteReadError:
+            if eof_ok:
+                return
             raise ScpError("connection lost", fatal=True) from None
         if code == b"\0":
             return
@@ -145,7 +153,7 @@ class Transfer:
 
     def is_dir(self, path: str) -> bool:
         try:
-            return stat.S_ISDIR(self.server.stat(os.fsencode(path)).st_mode)
+            return stat.S_ISDIR(self.server.stat_result(os.fsencode(path)).st_mode)
         except asyncssh.SFTPError:
             return False
 
@@ -204,10 +212,12 @@ class Sink(Transfer):
         except asyncssh.SFTPError as exc:
             self.fail(path, exc.reason)  # the source skips what the directory holds
             return
+        if depth + 1 >= MAX_DEPTH:
+            raise ScpError(f"{path}: directories nested deeper than {MAX_DEPTH}", fatal=True)
         self.peer.ok()
         await self.receive(path, depth + 1)
         if self.args.preserve:
-            await self._try(self.set_times(path, times), path)
+            await self._try(self.set_times(path, times), path, tell=True)
 
     async def file(self, path: str, mode: int, size: int, times: tuple[int, int] | None) -> None:
         if size > MAX_SIZE:
@@ -222,7 +232,9 @@ class Sink(Transfer):
         refused = ""
         try:
             refused = await self._write(f, size)
-            await self.peer.response()  # the source's status: it read the whole file
+            # The source's status byte: it read the whole file. libssh2 (curl) sends none
+            # and ends its data there; every byte announced arrived, so the file is whole.
+            await self.peer.response(eof_ok=True)
         except BaseException as exc:
             await self._try(self.server.close(f, completed=False), path)
             if isinstance(exc, ScpError) and not exc.fatal:
@@ -233,9 +245,9 @@ class Sink(Transfer):
             await self._try(self.server.close(f, completed=False), path)
             self.fail(path, refused)
             return
-        if await self._try(self.server.close(f), path, tell=True):
-            if self.args.preserve:
-                await self._try(self.set_times(path, times), path)
+        if await self._try(self.server.close(f), path, tell=True) and (
+            not self.args.preserve or await self._try(self.set_times(path, times), path, tell=True)
+        ):
             self.peer.ok()
 
     async def _write(self, f: OpenFile, size: int) -> str:
@@ -280,9 +292,17 @@ class Source(Transfer):
             for path in names:
                 await self.send_entry(path)
 
-    async def send_entry(self, path: str) -> None:
+    async def send_entry(self, path: str, depth: int = 0) -> None:
+        """One file, or with -r one directory; below the top, a link to a directory is not
+        followed (two links to ``.`` would make a tree without end)."""
         try:
-            st = self.server.stat(os.fsencode(path))
+            st = self.server.stat_result(os.fsencode(path))
+            linked = depth and stat.S_ISLNK(
+                self.server.stat_result(os.fsencode(path), follow=False).st_mode
+            )
+            if linked and stat.S_ISDIR(st.st_mode):
+                self.fail(path, "skipping a link to a directory")
+                return
         except asyncssh.SFTPError as exc:
             self.fail(path, exc.reason)
             return
@@ -290,7 +310,10 @@ class Source(Transfer):
         if "\n" in name:
             self.fail(path, "skipping, the name holds a newline")
         elif stat.S_ISDIR(st.st_mode) and self.args.recurse:
-            await self.send_directory(path, name, st)
+            if depth >= MAX_DEPTH:
+                self.fail(path, f"skipping, directories nested deeper than {MAX_DEPTH}")
+                return
+            await self.send_directory(path, name, st, depth)
         elif stat.S_ISREG(st.st_mode):
             await self.send_file(path, name, st)
         else:
@@ -300,7 +323,8 @@ class Source(Transfer):
         """T (with -p) and the C or D line; False if the client refused them."""
         try:
             if self.args.preserve:
-                await self.peer.send(f"T{int(st.st_mtime)} 0 {int(st.st_atime)} 0\n".encode())
+                mtime, atime = max(0, int(st.st_mtime)), max(0, int(st.st_atime))
+                await self.peer.send(f"T{mtime} 0 {atime} 0\n".encode())
                 await self.peer.response()
             mode = stat.S_IMODE(st.st_mode) & 0o7777
             line = f"{kind}{mode:04o} {size} {name}\n".encode("utf-8", "surrogateescape")
@@ -313,7 +337,7 @@ class Source(Transfer):
             return False
         return True
 
-    async def send_directory(self, path: str, name: str, st: os.stat_result) -> None:
+    async def send_directory(self, path: str, name: str, st: os.stat_result, depth: int) -> None:
         try:
             entries = [e.filename async for e in self.server.scandir(os.fsencode(path))]
         except asyncssh.SFTPError as exc:
@@ -324,7 +348,7 @@ class Source(Transfer):
         for entry in entries:
             assert isinstance(entry, bytes)
             if entry not in (b".", b".."):
-                await self.send_entry(posixpath.join(path, os.fsdecode(entry)))
+                await self.send_entry(posixpath.join(path, os.fsdecode(entry)), depth + 1)
         await self.peer.send(b"E\n")
         await self.peer.response()
 
@@ -412,9 +436,12 @@ def _times(rest: str) -> tuple[int, int]:
     """(mtime, atime) of a T line."""
     try:
         mtime, _, atime, _ = rest.split()
-        return int(mtime), int(atime)
+        times = int(mtime), int(atime)
     except ValueError:
         raise ScpError("protocol error: bad time line", fatal=True) from None
+    if not all(0 <= t < MAX_TIME for t in times):
+        raise ScpError("protocol error: time out of range", fatal=True)
+    return times
 
 
 def _entry(rest: str) -> tuple[int, int, str]:
@@ -451,6 +478,12 @@ async def run_scp(
         transfer.errors += 1
         if exc.message != "connection lost":
             peer.error(exc.message, fatal=True)
+    except (asyncssh.Error, OSError):
+        raise  # the channel is gone: ChannelSession._scp says so in the debug log
+    except Exception:
+        log.exception("scp failed", extra={"user": server.session.user})
+        transfer.errors += 1
+        peer.error("internal error", fatal=True)
     finally:
         await server.exit()
     return 1 if transfer.errors else 0

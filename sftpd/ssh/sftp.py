@@ -101,6 +101,18 @@ async def _acall(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> 
         raise to_sftp_error(exc) from None
 
 
+def attrs_of(st: os.stat_result) -> asyncssh.SFTPAttrs:
+    """SFTP attributes of a stat result. Times before 1970 (a file put there by other
+    means, or by an SCP T line of old) are sent as 0: the protocol's times are unsigned,
+    and one such inode broke every listing of its directory."""
+    attrs = asyncssh.SFTPAttrs.from_local(st)
+    if (attrs.atime or 0) < 0:
+        attrs.atime, attrs.atime_ns = 0, 0
+    if (attrs.mtime or 0) < 0:
+        attrs.mtime, attrs.mtime_ns = 0, 0
+    return attrs
+
+
 def _path(raw: bytes) -> str:
     """Decode a wire path once, at the edge (UTF-8, undecodable bytes kept)."""
     return os.fsdecode(raw)
@@ -246,15 +258,19 @@ class SftpdServer(asyncssh.SFTPServer):
         self.on_activity()
         await self._quota_guard(dst.copy_from, src, src_offset, length, dst_offset)
 
-    def lstat(self, path: bytes) -> os.stat_result:
-        return _call(self.session.stat, _path(path), follow=False)
+    def stat_result(self, path: bytes, *, follow: bool = True) -> os.stat_result:
+        """For SCP: stat (or lstat) as the session sees it, errors as SFTP errors."""
+        return _call(self.session.stat, _path(path), follow=follow)
 
-    def stat(self, path: bytes) -> os.stat_result:
-        return _call(self.session.stat, _path(path))
+    def lstat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        return attrs_of(_call(self.session.stat, _path(path), follow=False))
 
-    def fstat(self, file_obj: object) -> os.stat_result:
+    def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        return attrs_of(_call(self.session.stat, _path(path)))
+
+    def fstat(self, file_obj: object) -> asyncssh.SFTPAttrs:
         assert isinstance(file_obj, OpenFile)
-        return _call(self.session.fstat, file_obj)
+        return attrs_of(_call(self.session.fstat, file_obj))
 
     async def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         await self._quota_guard(self.session.setstat, _path(path), _changes(attrs))
@@ -285,7 +301,7 @@ class SftpdServer(asyncssh.SFTPServer):
                 name, st = _call(next, entries)
             except StopIteration:
                 return
-            yield asyncssh.SFTPName(os.fsencode(name), attrs=asyncssh.SFTPAttrs.from_local(st))
+            yield asyncssh.SFTPName(os.fsencode(name), attrs=attrs_of(st))
 
     async def remove(self, path: bytes) -> None:
         await _acall(self.session.remove, _path(path))

@@ -6,6 +6,7 @@ answer is OpenSSH's to give."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -24,7 +25,7 @@ async def sink(
     was answered with 0. The answers received, and the exit status."""
     async with conn.create_process(command, encoding=None) as proc:
         answers = [await proc.stdout.read(1)]
-        for name, data in files:
+        for name, data in files if answers[0] == b"\0" else ():
             proc.stdin.write(f"C0644 {len(data)} {name}\n".encode())
             answer = await proc.stdout.read(1)
             if answer != b"\0":
@@ -218,3 +219,63 @@ def test_patterns_do_not_look_inside_what_the_rules_hide(
     assert answers[0].replace("hidden", "other") == answers[1]
     assert "nothing is allowed in /secret" in answers[0]
     assert os.listdir(got) == []
+
+
+async def test_libssh2_s_missing_status_byte_keeps_the_whole_file(
+    live_server: LiveServer, user: User
+) -> None:
+    """libssh2 (curl's scp://) sends no status byte after the data, only EOF: every byte
+    announced arrived, so the file is kept and the exit status is 0."""
+    async with live_server.connect(user) as conn:
+        async with conn.create_process("scp -t whole.bin", encoding=None) as proc:
+            assert await proc.stdout.read(1) == b"\0"
+            proc.stdin.write(b"C0644 5 whole.bin\n")
+            assert await proc.stdout.read(1) == b"\0"
+            proc.stdin.write(b"hello")
+            proc.stdin.write_eof()
+            await proc.wait()
+            assert proc.exit_status == 0
+        async with conn.create_process("scp -t short.bin", encoding=None) as proc:
+            assert await proc.stdout.read(1) == b"\0"
+            proc.stdin.write(b"C0644 5 short.bin\nhel")  # less than announced, then EOF
+            proc.stdin.write_eof()
+            await proc.wait()
+            assert proc.exit_status == 1
+    assert (user.home / "whole.bin").read_bytes() == b"hello"
+    assert sorted(os.listdir(user.home)) == ["whole.bin"]
+    assert_exact(live_server, user)
+
+
+async def test_hostile_times_depths_and_rights_end_cleanly(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Found by the hostile review: a negative T time broke every listing of the directory,
+    a huge one and a tree 480 levels deep left the channel hanging, and -p without
+    ``chtimes`` failed without a word."""
+    user = live_server.add_user()
+    async with live_server.connect(user) as conn:
+        for t in (b"T-5 0 -5 0\n", b"T99999999999999999999 0 1 0\n"):
+            async with conn.create_process("scp -p -t .", encoding=None) as proc:
+                assert await proc.stdout.read(1) == b"\0"
+                proc.stdin.write(t + b"C0644 5 t.txt\nhello\0")
+                line = await asyncio.wait_for(proc.stdout.readline(), 10)
+                assert line == b"\x02scp: protocol error: time out of range\n"
+                await asyncio.wait_for(proc.wait(), 10)
+                assert proc.exit_status == 1
+        async with conn.create_process("scp -r -t .", encoding=None) as proc:
+            assert await proc.stdout.read(1) == b"\0"
+            proc.stdin.write(b"D0755 0 d\n" * 200)
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            assert b"nested deeper than 128" in out
+            await asyncio.wait_for(proc.wait(), 10)
+            assert proc.exit_status == 1
+        os.utime(user.home / "d", (-5, -5))  # as if put there by other means
+        async with conn.start_sftp_client() as sftp:
+            assert "d" in await sftp.listdir(".")
+            assert (await sftp.stat("d")).mtime == 0
+    live_server.set_access(user, permissions="list,download,upload,overwrite,mkdir")
+    src = tmp_path / "s.txt"
+    src.write_text("s")
+    result = live_server.scp("-O", "-p", str(src), live_server.remote(user, "p.txt"))
+    assert result.returncode == 1 and "p.txt: permission denied" in result.stderr, result
+    assert (user.home / "p.txt").read_text() == "s"
