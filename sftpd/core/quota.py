@@ -234,9 +234,7 @@ class QuotaLedger:
         if granted:
             self.claim = min(2 * self.claim, MAX_CHUNK) if granted >= want else CHUNK
             return granted
-        deadline = asked = loop.time()
-        deadline += CLAIM_WAIT
-        asked -= 1.0
+        deadline, asked = loop.time() + CLAIM_WAIT, float("-inf")
         while loop.time() < deadline:
             u = await self.store.usage(self.user, self.default_quota)
             own = self.pool + self.pending

@@ -6,7 +6,6 @@ saying 4.0 MiB used, and truncates left usage below the disk."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from sftpd.core.quota import scan_home
 from tests.server.test_multinode import NODE_ARGS, wait_exact
 from tests.server.test_workers import socket_count
-from tests.support import Serve, known_hosts, ledger_row, new_user, run, worker_pids
+from tests.support import Serve, known_hosts, ledger_row, new_user, worker_pids
 
 MiB = 1 << 20
 
@@ -94,9 +93,7 @@ async def test_remove_and_truncate_while_another_node_writes(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SFTPD_DB", pg_url)
-    key = tmp_path / "id"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    assert run(tmp_path, "user", "add", "wes", "--key", f"{key}.pub").returncode == 0
+    key = new_user(tmp_path, "wes")  # in PostgreSQL: SFTPD_DB reaches the admin command
     a, b = Serve(tmp_path, *NODE_ARGS), Serve(tmp_path, *NODE_ARGS)
     home = tmp_path / "data" / "homes" / "wes"
 
