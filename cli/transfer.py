@@ -267,27 +267,58 @@ async def put_file(
     remote: Remote, lpath: str, rpath: str, opts: Options, progress: Progress, report: Report,
     pool: list[Remote] | None = None,
 ) -> None:  # fmt: skip
-    """Upload one file; with a ``pool`` of connections a big one is split over them."""
+    """Upload one file; with a ``pool`` of connections a big one is split over them.
+
+    A split file is written under :func:`part_name` beside the target, verified there, and
+    renamed over the target: readers (and a server's hooks) never see it partial, whatever
+    the server's upload mode, and sftpd counts that rename as the one upload event."""
     size = os.stat(lpath).st_size
     segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
     mark = Checkpoint("up", remote, lpath, rpath, size) if segmented else None
+    target = part_name(rpath) if segmented else rpath
 
     async def start_at(resume: bool, _sum: RemoteSum | None) -> int:
         keep = mark.frontier() if mark is not None and resume else None
         if keep is not None:  # keep only the contiguous part a kill left behind
-            await _trim_remote(remote, rpath, keep)
-        return await _upload_start(remote, lpath, rpath, size, resume, report)
+            await _trim_remote(remote, target, keep)
+        return await _upload_start(remote, lpath, target, size, resume, report)
 
     async def move(start: int) -> None:
         if mark is not None and pool:
-            await _segmented(pool, True, lpath, rpath, start, size, opts, progress, mark)
+            await _segmented(pool, True, lpath, target, start, size, opts, progress, mark)
         else:
             await _upload(remote, lpath, rpath, start, size, opts, progress)
 
-    await _transfer("upload", rpath, lpath, size, start_at, move, remote, opts, report)
+    await _transfer("upload", target, lpath, size, start_at, move, remote, opts, report)
     if mark is not None:
+        await _publish(remote, target, rpath)
         mark.finish()
         report.segmented += 1
+
+
+def part_name(rpath: str) -> str:
+    """Where a split upload is written: ``.NAME.xfer-part`` beside the target (a name sftpd,
+    and anyone listing the directory, knows is in progress), shortened to a digest when the
+    name would pass 255 bytes."""
+    head, base = posixpath.split(rpath)
+    name = f".{base}.xfer-part"
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        digest = hashlib.sha256(base.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        name = f".{digest}.xfer-part"
+    return posixpath.join(head, name)
+
+
+async def _publish(remote: Remote, part: str, rpath: str) -> None:
+    """Rename the finished part over the target in one step where the server can
+    (posix-rename), else by the plain rename, removing an old target first."""
+    with contextlib.suppress(asyncssh.SFTPOpUnsupported):
+        await remote.sftp.posix_rename(part, rpath)
+        return
+    try:
+        await remote.sftp.rename(part, rpath)
+    except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+        await remote.sftp.remove(rpath)
+        await remote.sftp.rename(part, rpath)
 
 
 async def _upload_start(

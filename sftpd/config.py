@@ -161,8 +161,13 @@ class Settings:
     node_timeout: float = setting(
         60.0, _seconds, "Seconds without a heartbeat before a process counts as dead.", shown="60"
     )
-    hook_queue: int = setting(1000, _positive, "Events waiting for hooks before new ones drop.")
-    hook_concurrency: int = setting(4, _positive, "Hooks running at once, per process.")
+    event_buffer: int = setting(
+        100000, _positive, "Events held in memory while the store cannot record them."
+    )
+    hook_concurrency: int = setting(4, _positive, "Deliveries at once, per hook and process.")
+    history_days: float = setting(
+        90.0, _seconds, "Days events are kept (history), 0 = forever.", shown="90"
+    )
     metrics_listen: str = setting(
         "", _listen, "ADDR:PORT serving /metrics and /healthz; empty = off.", shown="off"
     )

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sftpd.events import Event
+from sftpd.store.outbox import OutboxStats
 
 log = logging.getLogger("sftpd.metrics")
 
@@ -92,7 +93,7 @@ class Metrics:
         self.defender_blocks = counter("sftpd_defender_blocks_total", "Addresses blocked.")
         self.hook_runs = counter(
             "sftpd_hook_runs_total",
-            "Hook runs by outcome (ok, failed, timeout, dropped: the queue was full).",
+            "Hook attempts by outcome (ok, failed, timeout; dead: a delivery given up).",
             ("outcome",),
         )
         self.store_seconds = Histogram(
@@ -110,9 +111,9 @@ class Metrics:
             self.bytes.labels(direction).inc(event.bytes or 0)
             self.transfers.labels(direction, "failed" if "-" in name else "completed").inc()
         elif name == "login":
-            self.logins.labels(event.reason or "unknown", "ok").inc()
+            self.logins.labels(event.method or "unknown", "ok").inc()
         elif name == "login-failed":
-            self.logins.labels(event.reason.split(":", 1)[0] or "unknown", "failed").inc()
+            self.logins.labels(event.method or "unknown", "failed").inc()
         elif name == "quota-exceeded":
             self.quota_refusals.inc()
 
@@ -191,9 +192,15 @@ class TimedStore:
 class MetricsServer:
     """``/metrics`` and ``/healthz`` over plain HTTP/1.1, one request per connection."""
 
-    def __init__(self, metrics: Metrics, healthy: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        healthy: Callable[[], Awaitable[bool]],
+        outbox: Callable[[], Awaitable[OutboxStats]] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.healthy = healthy
+        self.outbox = outbox  # read from the store at each scrape: one answer for all nodes
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool) -> None:
@@ -231,6 +238,10 @@ class MetricsServer:
             return "405 Method Not Allowed", b"GET only\n", text
         if path == "/metrics":
             body = await asyncio.to_thread(self.metrics.render)
+            if self.outbox is not None:
+                with contextlib.suppress(Exception):  # the store is down: the rest still counts
+                    stats = await asyncio.wait_for(self.outbox(), HEALTH_TIMEOUT)
+                    body += outbox_text(stats, time.time())
             return "200 OK", body, "text/plain; version=0.0.4; charset=utf-8"
         if path == "/healthz":
             try:
@@ -240,3 +251,32 @@ class MetricsServer:
             return ("200 OK", b"ok\n", text) if ok else ("503 Service Unavailable",
                                                          b"unavailable\n", text)  # fmt: skip
         return "404 Not Found", b"not found\n", text
+
+
+def outbox_text(stats: OutboxStats, now: float) -> bytes:
+    """The outbox's gauges in Prometheus text: deliveries by state (per hook and in all),
+    and the age of the oldest pending one. Store-wide, so every node answers the same."""
+    out = [
+        "# HELP sftpd_event_deliveries Hook deliveries in the outbox, by hook and state.",
+        "# TYPE sftpd_event_deliveries gauge",
+    ]
+    for label, counts in sorted(stats.by_hook.items()):
+        name = label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        for state, n in zip(("pending", "delivered", "dead"), counts, strict=True):
+            out.append(f'sftpd_event_deliveries{{hook="{name}",state="{state}"}} {n}')
+    age = max(0.0, now - stats.oldest_pending) if stats.oldest_pending is not None else 0.0
+    out += [
+        "# HELP sftpd_event_deliveries_pending Deliveries not yet made, all hooks.",
+        "# TYPE sftpd_event_deliveries_pending gauge",
+        f"sftpd_event_deliveries_pending {stats.pending}",
+        "# HELP sftpd_event_deliveries_delivered Deliveries made, all hooks (in the history).",
+        "# TYPE sftpd_event_deliveries_delivered gauge",
+        f"sftpd_event_deliveries_delivered {stats.delivered}",
+        "# HELP sftpd_event_deliveries_dead Deliveries given up (dead-lettered), all hooks.",
+        "# TYPE sftpd_event_deliveries_dead gauge",
+        f"sftpd_event_deliveries_dead {stats.dead}",
+        "# HELP sftpd_event_oldest_pending_seconds Age of the oldest undelivered event.",
+        "# TYPE sftpd_event_oldest_pending_seconds gauge",
+        f"sftpd_event_oldest_pending_seconds {age:.3f}",
+    ]
+    return ("\n".join(out) + "\n").encode()

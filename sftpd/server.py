@@ -19,6 +19,7 @@ import asyncssh
 
 from sftpd.config import ConfigError, Settings
 from sftpd.core.access import ACCESS_REFRESH, Access
+from sftpd.core.limits import SharedRates
 from sftpd.core.quota import QuotaLedger
 from sftpd.defender import Defender
 from sftpd.events.bus import EventBus
@@ -64,15 +65,19 @@ def _malloc_trim() -> None:
 class Service:
     """Everything shared by the connections of one server process."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, rates: SharedRates | None = None) -> None:
         self.settings = settings
+        self.rates = rates  # bandwidth pacing shared with this node's other workers
         self.metrics: Metrics = Metrics() if settings.metrics_listen else NoMetrics()
         self.store: Store = self.metrics.timed_store(store)
         self.holder = new_holder_id()
         self.process_tag = holder_tag(self.holder)
         self.connections: set[Connection] = set()
         self.defender = Defender(self.store, settings, self.metrics.defender_blocks.inc)
-        self.bus = EventBus(settings.hooks, settings.hook_queue, settings.hook_concurrency)
+        self.bus = EventBus(
+            settings.hooks, self.store, self.holder, settings.event_buffer,
+            settings.hook_concurrency, retention=settings.history_days * 86400,
+        )  # fmt: skip
         self.bus.taps.append(self.metrics.event)
         self.bus.observers.append(lambda _hook, outcome: self.metrics.hook(outcome))
         self._metrics_server: MetricsServer | None = None
@@ -100,7 +105,7 @@ class Service:
         login) is the freshest there is, so it updates the shared one."""
         access = self._access.get(user)
         if access is None:
-            access = self._access[user] = Access(user)
+            access = self._access[user] = Access(user, rates=self.rates)
         access.update(record)
         return access
 
@@ -229,7 +234,8 @@ class Service:
         self.bus.start()
         if settings.metrics_listen:
             host, port = parse_listen(settings.metrics_listen)
-            self._metrics_server = MetricsServer(self.metrics, self.healthy)
+            outbox = self.store.outbox_stats if settings.hooks else None
+            self._metrics_server = MetricsServer(self.metrics, self.healthy, outbox)
             try:
                 await self._metrics_server.start(host, port, reuse_port)
             except OSError as exc:
@@ -319,11 +325,12 @@ async def run_service(
     *,
     reuse_port: bool = False,
     on_started: Callable[[list[tuple[str, int]]], None] | None = None,
+    rates: SharedRates | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain; one event loop, one process."""
     store = await open_service_store(settings)
     try:
-        service = Service(settings, store)
+        service = Service(settings, store, rates)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

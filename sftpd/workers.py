@@ -1,7 +1,8 @@
 """``sftpd serve --workers N``: N processes, each its own event loop, on one port.
 
 Every worker binds the listening address with SO_REUSEPORT and the kernel spreads
-connections over them, so all cores work. Nothing is shared in memory: quota
+connections over them, so all cores work. Only bandwidth pacing is shared in memory
+(sftpd.core.limits.SharedRates, mapped before the fork); quota
 reservations are atomic in the store and per-process ledgers hold only their own
 claims (see sftpd/core/quota.py), exactly as between nodes.
 
@@ -22,6 +23,7 @@ import socket
 import sys
 
 from sftpd.config import ConfigError, Settings
+from sftpd.core.limits import SharedRates
 from sftpd.server import announce, prepare, run_service
 
 log = logging.getLogger("sftpd.workers")
@@ -73,6 +75,7 @@ def serve_workers(settings: Settings, workers: int) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     ready_r, ready_w = os.pipe()
+    rates = SharedRates()  # before the fork: every worker paces a user's bytes together
     # Objects imported and built so far are shared with the workers copy-on-write; a
     # collection in a worker would write to each of them and copy every page. Frozen,
     # the collector leaves them alone: 1,000 idle sessions on 2 workers, 126 -> 106 MiB.
@@ -93,6 +96,7 @@ def serve_workers(settings: Settings, workers: int) -> int:
                         host_keys,
                         reuse_port=True,
                         on_started=lambda _ports: _signal_ready(ready_w),
+                        rates=rates,
                     )
                 )
             except ConfigError as exc:

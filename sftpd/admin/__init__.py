@@ -1,4 +1,4 @@
-"""The ``sftpd`` command: serve, keys, user, folder, quota, defender, db.
+"""The ``sftpd`` command: serve, keys, user, folder, quota, defender, db, events.
 
 Verbs parse and print; logic lives elsewhere. Each module registers its commands on the
 typer apps of :mod:`sftpd.admin.base`; importing them here builds the whole command.
@@ -11,9 +11,9 @@ from sftpd.admin.base import app  # isort: split
 from sftpd.admin import serve, users  # commands are listed in the order registered
 
 # isort: split
-from sftpd.admin import access, ops
+from sftpd.admin import access, events, ops
 
-__all__ = ["access", "app", "main", "ops", "serve", "users"]
+__all__ = ["access", "app", "events", "main", "ops", "serve", "users"]
 
 
 def main() -> None:

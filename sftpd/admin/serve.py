@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from sftpd.admin.base import (
     settings,
 )
 from sftpd.config import FIELDS, ConfigError, Settings
+from sftpd.events.hooks import old_meaning_warnings
 from sftpd.hostkeys import HostKeyError, load_or_create
 from sftpd.logs import setup_logging
 from sftpd.passwords import hash_password, random_password
@@ -50,8 +52,9 @@ def serve_cmd(
     node_timeout: Annotated[float | None, _opt("node_timeout")] = None,
     upload_mode: Annotated[str | None, _opt("upload_mode")] = None,
     metrics_listen: Annotated[str | None, _opt("metrics_listen")] = None,
-    hook_queue: Annotated[int | None, _opt("hook_queue")] = None,
+    event_buffer: Annotated[int | None, _opt("event_buffer")] = None,
     hook_concurrency: Annotated[int | None, _opt("hook_concurrency")] = None,
+    history_days: Annotated[float | None, _opt("history_days")] = None,
     demo: Annotated[
         bool, typer.Option(help="Create user 'demo' with a random password if there is no user.")
     ] = True,
@@ -61,6 +64,8 @@ def serve_cmd(
     conf = settings(ctx, **flags)
     setup_logging(conf.log_format, conf.log_level)
     warn_if_untested()
+    for line in old_meaning_warnings(conf.hooks):
+        logging.getLogger("sftpd.hooks").warning(line)
     count = conf.workers or os.cpu_count() or 1
     try:
         if demo:

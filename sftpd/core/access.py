@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from sftpd.core.limits import Pacer
+from sftpd.core.limits import Pacer, SharedRates
 from sftpd.core.permissions import UNRESTRICTED, Permissions
 
 log = logging.getLogger("sftpd.access")
@@ -36,11 +36,13 @@ class AccessView(Protocol):
 class Access:
     """Permissions and pacers of one user in this process."""
 
-    def __init__(self, user: str, record: AccessView | None = None) -> None:
+    def __init__(
+        self, user: str, record: AccessView | None = None, rates: SharedRates | None = None
+    ) -> None:
         self.user = user
         self.permissions = UNRESTRICTED
-        self.upload = Pacer()
-        self.download = Pacer()
+        self.upload = Pacer(shared=rates, account=f"{user}\0up")  # NUL: in no user name
+        self.download = Pacer(shared=rates, account=f"{user}\0down")
         if record is not None:
             self.update(record)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 ALGORITHMS: dict[str, Callable[[], hashlib._Hash]] = {
@@ -18,6 +20,33 @@ ALGORITHMS: dict[str, Callable[[], hashlib._Hash]] = {
 }
 READ_SIZE = 1024 * 1024
 MIN_BLOCK = 256  # draft-ietf-secsh-filexfer-extensions-00, section 3
+KNOWN_DIGESTS = 1024  # whole-file sha256 digests remembered per process
+_known: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+_known_lock = threading.Lock()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def hash_whole(fd: int, algorithm: str) -> bytes:
+    """The digest of a whole file; a sha256 is remembered for :func:`known_sha256` when the
+    file did not change while it was read. Blocking."""
+    before = os.fstat(fd)
+    digest = hash_range(fd, algorithm)
+    if algorithm == "sha256" and _identity(os.fstat(fd)) == _identity(before):
+        with _known_lock:
+            _known[_identity(before)] = digest.hex()
+            while len(_known) > KNOWN_DIGESTS:
+                _known.popitem(last=False)
+    return digest
+
+
+def known_sha256(st: os.stat_result) -> str:
+    """The sha256 this process computed of exactly this file content (same inode, size and
+    mtime), or "": an upload event carries it when a client verified its upload (xfer)."""
+    with _known_lock:
+        return _known.get(_identity(st), "")
 
 
 def hash_range(fd: int, algorithm: str, offset: int = 0, length: int = 0, block: int = 0) -> bytes:

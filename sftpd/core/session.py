@@ -18,8 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sftpd.core.access import Access
+from sftpd.core.checksum import known_sha256
 from sftpd.core.errors import (
     AlreadyExists,
     IsADirectory,
@@ -41,7 +43,7 @@ from sftpd.core.files import (
 from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted, note_shrink, noted_shrink
-from sftpd.core.uploads import is_temp, temp_name
+from sftpd.core.uploads import in_progress, is_temp, temp_name
 from sftpd.events import Emit, Event, no_emit
 
 audit = logging.getLogger("sftpd.audit")
@@ -274,17 +276,22 @@ class Session:
                     await place(completed)
             except SftpdError:
                 f.failed = True
-                self._file_event(f, completed)
+                await self._file_event(f, completed)
                 raise
-        self._file_event(f, completed)
+        await self._file_event(f, completed)
 
-    def _file_event(self, f: OpenFile, completed: bool) -> None:
+    async def _file_event(self, f: OpenFile, completed: bool) -> None:
+        """``upload`` or ``download`` (``-failed``), recorded before the close is answered.
+        A file written under an in-progress name is not an upload yet (see rename)."""
         if self.protocol == "exec" and not f.mode.write:
             return  # a checksum command's read
         name = "upload" if f.mode.write else "download"
-        self.emit(
+        done = completed and not f.failed
+        if done and f.mode.write and in_progress(_parts(f.vpath)[-1]):
+            return
+        await self.emit(
             Event(
-                name if completed and not f.failed else f"{name}-failed",
+                name if done else f"{name}-failed",
                 self.user,
                 self.addr,
                 self.protocol,
@@ -297,11 +304,13 @@ class Session:
             )
         )
 
-    def _event(self, name: str, path: str, target: str = "") -> None:
-        self.emit(
+    def _event(self, name: str, path: str, target: str = "", **fields: Any) -> Awaitable[None]:
+        """Emit; the result is done when the event is recorded (await it where the caller
+        can: an operation is then answered only after its event is safe)."""
+        return self.emit(
             Event(name, self.user, self.addr, self.protocol, path, target,
                   self.local_path(path), self.local_path(target) if target else "",
-                  local_root=self.local_root(path))
+                  local_root=self.local_root(path), **fields)
         )  # fmt: skip
 
     def local_root(self, vpath: str) -> str:
@@ -586,7 +595,7 @@ class Session:
                 os.unlink(loc.name, dir_fd=loc.dir_fd)
                 _note_removed(st, ledger, held)
             await self._forget(st, ledger)  # the inode is freed first: on a full disk too
-            self._event("delete", loc.vpath)
+            await self._event("delete", loc.vpath)
 
     @staticmethod
     async def _forget(st: os.stat_result, ledger: QuotaLedger) -> None:
@@ -597,7 +606,12 @@ class Session:
             await ledger.file_removed(size)
 
     async def rename(self, old: str, new: str) -> None:
-        """Rename, replacing an existing target (what WinSCP, lftp and rclone rely on)."""
+        """Rename, replacing an existing target (what WinSCP, lftp and rclone rely on).
+
+        A file renamed from an in-progress name to a final one (``.a.xfer-part`` -> ``a``,
+        sftpd.core.uploads) is how xfer, rclone and WinSCP finish an upload: that rename is
+        the ``upload`` event, and in the same directory it needs what uploading the file
+        there needs (``upload``, ``overwrite`` to replace), ``rename`` or not."""
         with (
             self._op("rename"),
             self.jail.locate(old, follow=False) as src,
@@ -624,7 +638,11 @@ class Session:
                     _note_removed(dst_st, self._ledger(dst), held)
             if replaced and dst_st is not None:
                 await self._forget(dst_st, self._ledger(dst))
-            self._event("rename", src.vpath, dst.vpath)
+            if _finishes_upload(src, src_st, dst):
+                st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
+                await self._event("upload", dst.vpath, size=st.st_size, sha256=known_sha256(st))
+            else:
+                await self._event("rename", src.vpath, dst.vpath)
 
     def _require_rename(
         self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None
@@ -638,6 +656,12 @@ class Session:
         (read the source there, create its kind here), since a moved entry takes the
         destination's rules (tests/server/test_routes.py)."""
         here, there = _directory(src), _directory(dst)
+        if _finishes_upload(src, src_st, dst) and here == there:
+            allowed = self._allowed(dst)
+            if "upload" in allowed and (dst_st is None or "overwrite" in allowed):
+                self._require_unguarded(src, "renamed")
+                self._require_unguarded(dst, "replaced")
+                return
         self._require("rename", here)
         self._require("rename", there)
         self._require_unguarded(src, "renamed")
@@ -706,6 +730,11 @@ class Session:
 
 #: What a second name of a file lets a user change in the file itself.
 _THROUGH_INODE = frozenset({"overwrite", "chmod", "chtimes"})
+
+
+def _finishes_upload(src: Location, src_st: os.stat_result, dst: Location) -> bool:
+    """A regular file moving from an in-progress name to a final one."""
+    return stat.S_ISREG(src_st.st_mode) and in_progress(src.name) and not in_progress(dst.name)
 
 
 def _creating(mode: int) -> str:

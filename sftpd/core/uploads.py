@@ -13,12 +13,24 @@ start of the server removes only leftovers of processes that are gone.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import secrets
 from collections.abc import Iterable, Iterator
 
 UPLOAD_MODES = ("standard", "atomic", "atomic-resume")
 TEMP_PREFIX = ".sftpd-part-"
+
+
+#: Names clients upload to and rename to the final name when complete: xfer
+#: (``.NAME.xfer-part``), rclone (``NAME.XXXXXXXX.partial``), WinSCP (``NAME.filepart``).
+#: A file closed under one is not an upload yet; the rename to a final name is.
+IN_PROGRESS = (".*.xfer-part", "*.partial", "*.filepart")
+
+
+def in_progress(name: str) -> bool:
+    """Is ``name`` (one component) a client's in-progress upload name?"""
+    return any(fnmatch.fnmatchcase(name, p) for p in IN_PROGRESS)
 
 
 def temp_name(token: str) -> str:

@@ -1,15 +1,21 @@
-"""Events: facts that ``core/`` and the SSH layer emit after something happened, delivered
-to hooks (commands, webhooks) from a bounded queue, never on the transfer path."""
+"""Events: facts that ``core/`` and the SSH layer emit after something happened.
+
+Each is recorded in the store (the outbox, which is also the history) before the operation
+that caused it is answered, and delivered from there to hooks (commands, webhooks) at least
+once, with a stable ``id`` (sftpd/events/bus.py); nothing on the transfer path waits for a
+hook."""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EVENT_NAMES = (
-    "upload",  # a written file was closed by the client (after an atomic rename, if any)
+    "upload",  # a complete file is under its final name (see Event), once
     "download",  # a file read by the client was closed
     "upload-failed",  # the session ended without a close, or a write was refused
     "download-failed",  # the session ended without a close
@@ -28,6 +34,13 @@ EVENT_NAMES = (
 class Event:
     """One fact. Paths: ``path``/``target`` as the user sees them; ``local_path`` and
     ``local_target`` on the server's disk (hooks run on the server), below ``local_root``.
+    ``id`` is stable: a hook that gets an event twice (at-least-once) sees the same id.
+
+    ``upload`` means a complete file is under its final name: a written file closed by the
+    client (after an atomic rename, if any), or a file renamed from an in-progress name
+    (``.NAME.xfer-part``, ``*.partial``, ``*.filepart``: sftpd.core.uploads) to a final one,
+    as xfer, rclone and WinSCP finish theirs. Files closed under an in-progress name give no
+    event.
 
     The user owns everything below ``local_root`` and may swap a directory of
     ``local_path`` for a link after the event: a hook resolves it beneath the root
@@ -46,7 +59,16 @@ class Event:
     bytes: int | None = None  # moved by this transfer
     duration: float | None = None  # seconds the file was open
     reason: str = ""  # login-failed, quota-exceeded
+    method: str = ""  # login, login-failed: publickey, password, ...
+    sha256: str = ""  # upload: the file's digest, when the server computed it anyway
     time: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: new_event_id())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """The inverse of :meth:`to_dict` (keys a newer release added are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in ("", None)}
@@ -56,8 +78,25 @@ class Event:
         return {f"SFTPD_EVENT_{k.upper()}": str(v) for k, v in self.to_dict().items()}
 
 
-Emit = Callable[[Event], None]
+def new_event_id() -> str:
+    """24 hex digits: milliseconds since the epoch, then 48 random bits (sorts by time)."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
-def no_emit(event: Event) -> None:
+#: Emit an event; the result is done when the event is recorded (awaiting it is how an
+#: operation is answered only after its event is safe), and never fails.
+Emit = Callable[[Event], Awaitable[None]]
+
+
+class Done:
+    """An awaitable that is already done: what an emit returns when there is nothing to wait
+    for (no store, or the event was not kept)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+def no_emit(event: Event) -> Awaitable[None]:
     """What a session without a bus emits to."""
+    return Done()

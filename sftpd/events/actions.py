@@ -25,7 +25,7 @@ OUTPUT_GRACE = 1.0
 #: What a command inherits from the server's environment: nothing secret (SFTPD_DB may hold
 #: a password), enough to find programs and format text.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
-RETRY_DELAY = 0.5  # seconds before the first retry; doubles each time
+Outcome = tuple[str, str]  # "ok" | "failed" | "timeout", and why (for the outbox)
 
 
 def body_of(event: Event) -> bytes:
@@ -60,13 +60,13 @@ class _Output(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
 
-async def run_command(hook: Hook, event: Event) -> str:
+async def run_command(hook: Hook, event: Event) -> Outcome:
     """Run ``hook.command`` with the event as JSON on stdin and as ``SFTPD_EVENT_*``;
     "ok", "failed" or "timeout", decided by the command's own exit. Output goes to the
     log; the pipe gets ``OUTPUT_GRACE`` after the exit, then is closed unread."""
     spawned = await _spawn(hook, event)
     if spawned is None:
-        return "failed"
+        return "failed", "cannot start"
     transport, output = spawned
     try:
         _feed(transport, body_of(event))
@@ -76,7 +76,7 @@ async def run_command(hook: Hook, event: Event) -> str:
     if not in_time:
         log.warning("hook timed out", extra={"hook": hook.label, "event": event.name,
                     "timeout": hook.timeout})  # fmt: skip
-        return "timeout"
+        return "timeout", f"timed out after {hook.timeout:g} s"
     return _report(hook, event, transport.get_returncode(), bytes(output.kept))
 
 
@@ -127,39 +127,35 @@ async def _kill(transport: asyncio.SubprocessTransport, output: _Output) -> None
     await asyncio.wait({output.exited})
 
 
-def _report(hook: Hook, event: Event, status: int | None, output: bytes) -> str:
+def _report(hook: Hook, event: Event, status: int | None, output: bytes) -> Outcome:
     text = output.decode("utf-8", "replace").strip()
     if status:
         log.warning("hook failed", extra={"hook": hook.label, "event": event.name,
                     "status": status, "output": text})  # fmt: skip
-        return "failed"
+        return "failed", f"exit status {status}"
     log.info("hook ran", extra={"hook": hook.label, "event": event.name, "output": text})
-    return "ok"
+    return "ok", ""
 
 
-async def post_webhook(client: httpx.AsyncClient, hook: Hook, event: Event) -> str:
-    """POST the event; retry a connection error or a 5xx with backoff. "ok" or "failed"."""
+async def post_webhook(client: httpx.AsyncClient, hook: Hook, event: Event) -> Outcome:
+    """POST the event once, with its id in ``X-Sftpd-Event-Id`` (and in the JSON): a 2xx is
+    "ok", anything else "failed" (the courier tries again later)."""
     body = body_of(event)
-    headers = {"Content-Type": "application/json", "X-Sftpd-Event": event.name}
+    headers = {"Content-Type": "application/json", "X-Sftpd-Event": event.name,
+               "X-Sftpd-Event-Id": event.id}  # fmt: skip
     if hook.secret:
         headers["X-Sftpd-Signature"] = signature(hook.secret, body)
-    delay, reason = RETRY_DELAY, ""
-    for attempt in range(hook.retries + 1):
-        if attempt:
-            await asyncio.sleep(delay)
-            delay *= 2
-        try:
-            response = await client.post(hook.url, content=body, headers=headers,
-                                         timeout=hook.timeout)  # fmt: skip
-        except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
-            continue
-        if response.status_code < 500:
-            if response.is_success:
-                return "ok"
-            reason = f"HTTP {response.status_code}"
-            break  # the receiver refused it: trying again will not help
-        reason = f"HTTP {response.status_code}"
+    try:
+        response = await client.post(hook.url, content=body, headers=headers,
+                                     timeout=hook.timeout)  # fmt: skip
+    except httpx.TimeoutException:
+        reason, outcome = f"no answer in {hook.timeout:g} s", "timeout"
+    except httpx.HTTPError as exc:
+        reason, outcome = str(exc) or type(exc).__name__, "failed"
+    else:
+        if response.is_success:
+            return "ok", ""
+        reason, outcome = f"HTTP {response.status_code}", "failed"
     log.warning("webhook failed", extra={"hook": hook.label, "event": event.name,
                 "error": reason})  # fmt: skip
-    return "failed"
+    return outcome, reason

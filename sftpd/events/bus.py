@@ -1,8 +1,20 @@
-"""The event bus of one server process: a bounded queue and a few workers running hooks.
+"""The event bus of one server process: every event is recorded in the store (the outbox,
+sftpd/store/outbox.py), and delivered to hooks from there, at least once.
 
-``emit`` never waits: an event that finds the queue full is dropped, logged and counted.
-Workers run at most ``concurrency`` hooks at once; a failing or slow hook costs only its
-own worker's time.
+``emit`` never blocks and never fails. Its result is done when the event is recorded:
+the session awaits it before answering the operation, so a client that saw an upload
+succeed knows its event survives a crash. Events emitted in one loop turn share one
+transaction. While the store cannot record them they wait in memory (at most ``buffer``;
+beyond that new ones are dropped, logged and counted) and a waiter stops waiting after
+:data:`RECORD_WAIT`: a store outage slows operations down, it does not stop them.
+
+Each hook has a :class:`Courier`: it claims due deliveries of its hook (leased, so no other
+process or node attempts them meanwhile), runs at most ``concurrency`` at once and records
+each outcome: delivered; pending again after a backoff doubling from :data:`RETRY_DELAY` up
+to the hook's ``backoff_max``; or dead past its ``horizon`` (or ``retries``). A slow hook
+delays only its own deliveries. A courier wakes when this process recorded an event for its
+hook and polls every :data:`POLL` seconds for the rest (other processes' events, retries
+that came due).
 """
 
 from __future__ import annotations
@@ -10,89 +22,255 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 import httpx
 
-from sftpd.events import Event
+from sftpd.events import Done, Event
 from sftpd.events.actions import post_webhook, run_command
 from sftpd.events.hooks import Hook
+from sftpd.store import Store, StoreError
+from sftpd.store.outbox import Claimed, NewEvent, State
 
 log = logging.getLogger("sftpd.hooks")
 
-Observer = Callable[[Hook, str], None]  # (hook, outcome): ok, failed, timeout, dropped
+Observer = Callable[[Hook, str], None]  # (hook, outcome): ok, failed, timeout, dead
+
+RECORD_WAIT = 5.0  # seconds an operation waits for its event to be recorded
+RECORD_RETRY = 0.25  # seconds before recording is tried again; doubles up to RECORD_RETRY_MAX
+RECORD_RETRY_MAX = 5.0
+MAX_BATCH = 1000  # events per recording transaction
+POLL = 1.0  # seconds between a courier's looks at the store when not woken
+RETRY_DELAY = 1.0  # seconds before the first retry of a delivery
+LEASE_MARGIN = 30.0  # seconds a claim outlives the hook's timeout
+PRUNE_EVERY = 3600.0  # seconds between two prunes of the history (at most)
+
+
+class Recording:
+    """What ``emit`` returns: awaiting it waits (up to RECORD_WAIT) for the event to be
+    recorded. Not awaiting it is fine: recording goes on."""
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.future), RECORD_WAIT)
 
 
 class EventBus:
-    def __init__(self, hooks: tuple[Hook, ...], queue_size: int, concurrency: int) -> None:
+    def __init__(
+        self,
+        hooks: tuple[Hook, ...],
+        store: Store | None,
+        holder: str,
+        buffer: int,
+        concurrency: int,
+        retention: float = 0.0,
+    ) -> None:
         self.hooks = hooks
+        self.store = store
+        self.holder = holder
+        self.buffer = max(1, buffer)
         self.concurrency = max(1, concurrency)
+        self.retention = retention  # seconds of history kept; 0: forever
         self.outcomes: Counter[str] = Counter()
         self.observers: list[Observer] = []
         self.taps: list[Callable[[Event], None]] = []  # see every event (metrics)
-        self._queue: asyncio.Queue[tuple[Hook, Event]] = asyncio.Queue(max(1, queue_size))
-        self._workers: list[asyncio.Task[None]] = []
+        self._pending: list[tuple[Event, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._couriers: dict[str, Courier] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
 
     def start(self) -> None:
-        if not self.hooks:
-            return
+        loop = asyncio.get_running_loop()
         if any(h.url for h in self.hooks):
             self._client = httpx.AsyncClient(follow_redirects=False)
-        loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work()) for _ in range(self.concurrency)]
+        if self.store is not None:
+            for hook in self.hooks:
+                courier = self._couriers[hook.key] = Courier(hook, self)
+                self._tasks.append(loop.create_task(courier.run()))
+            if self.retention:
+                self._tasks.append(loop.create_task(self._prune()))
 
-    def emit(self, event: Event) -> None:
-        """Queue the event for every hook that wants it; never blocks."""
+    def emit(self, event: Event) -> Awaitable[None]:
+        """Record the event (then deliver it to each hook that wants it); never blocks."""
         for tap in self.taps:
             tap(event)
-        for hook in self.hooks:
-            if not hook.wants(event):
-                continue
-            try:
-                self._queue.put_nowait((hook, event))
-            except asyncio.QueueFull:
-                log.warning("hook queue full: event dropped",
-                            extra={"hook": hook.label, "event": event.name})  # fmt: skip
-                self._count(hook, "dropped")
+        if self.store is None:
+            return Done()
+        if len(self._pending) >= self.buffer:
+            log.warning("event buffer full: event dropped", extra={"event": event.name})
+            self.outcomes["dropped"] += 1
+            return Done()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((event, future))
+        if self._recorder is None:  # starts next loop turn: this turn's events share it
+            self._recorder = loop.create_task(self._record())
+        return Recording(future)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        """Events not yet recorded."""
+        return len(self._pending)
 
-    def _count(self, hook: Hook, outcome: str) -> None:
+    async def _record(self) -> None:
+        assert self.store is not None
+        delay = RECORD_RETRY
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                rows = [NewEvent(e.to_dict(), self._wanting(e)) for e, _ in batch]
+                try:
+                    await self.store.record_events(rows)
+                except StoreError as exc:
+                    log.warning("cannot record events", extra={"error": str(exc),
+                                "waiting": len(self._pending)})  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(RECORD_RETRY_MAX, delay * 2)
+                    continue
+                delay = RECORD_RETRY
+                del self._pending[: len(batch)]
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+                for key in {key for row in rows for key, _ in row.hooks}:
+                    self._couriers[key].wake.set()
+        finally:
+            self._recorder = None
+
+    def _wanting(self, event: Event) -> list[tuple[str, str]]:
+        return [(h.key, h.label) for h in self.hooks if h.wants(event)]
+
+    def count(self, hook: Hook, outcome: str) -> None:
         self.outcomes[outcome] += 1
         for observe in self.observers:
             observe(hook, outcome)
 
-    async def _work(self) -> None:
+    async def deliver(self, hook: Hook, event: Event) -> tuple[str, str]:
+        """One attempt: ("ok" | "failed" | "timeout", why)."""
+        try:
+            if hook.command:
+                return await run_command(hook, event)
+            assert self._client is not None
+            return await post_webhook(self._client, hook, event)
+        except Exception as exc:  # a hook must never take the server down
+            log.exception("hook crashed", extra={"hook": hook.label})
+            return "failed", f"crashed: {exc}"
+
+    async def _prune(self) -> None:
+        assert self.store is not None
         while True:
-            hook, event = await self._queue.get()
+            await asyncio.sleep(min(PRUNE_EVERY, self.retention / 4))
             try:
-                if hook.command:
-                    outcome = await run_command(hook, event)
-                else:
-                    assert self._client is not None
-                    outcome = await post_webhook(self._client, hook, event)
-            except Exception:  # a hook must never take the server down
-                log.exception("hook crashed", extra={"hook": hook.label})
-                outcome = "failed"
-            finally:
-                self._queue.task_done()
-            self._count(hook, outcome)
+                n = await self.store.prune_events(time.time() - self.retention)
+            except StoreError as exc:
+                log.warning("cannot prune history", extra={"error": str(exc)})
+                continue
+            if n:
+                log.info("history pruned", extra={"events": n})
 
     async def stop(self, drain: float) -> None:
-        """Let queued hooks run for up to ``drain`` seconds, then stop."""
-        if self._workers:
+        """Record what is waiting (for up to ``drain`` seconds), then stop delivering: what
+        was being delivered is released to the next process (``drop_holder``)."""
+        if self._recorder is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), drain)
-        for task in self._workers:
+                await asyncio.wait_for(asyncio.shield(self._recorder), drain)
+        for task in self._tasks:
             task.cancel()
-        for task in self._workers:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._workers = []
+        self._tasks = []
+        if self._recorder is not None:
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class Courier:
+    """Delivers one hook's events from the outbox."""
+
+    def __init__(self, hook: Hook, bus: EventBus) -> None:
+        self.hook = hook
+        self.bus = bus
+        self.wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                free = self.bus.concurrency - len(self._running)
+                if free <= 0:
+                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self.wake.clear()
+                claimed = await self._claim(free)
+                for c in claimed:
+                    task = asyncio.get_running_loop().create_task(self._deliver(c))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+                if len(claimed) < free:  # nothing more is due: wait for news
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), POLL)
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            if self._running:
+                await asyncio.wait(list(self._running))
+
+    async def _claim(self, n: int) -> list[Claimed]:
+        assert self.bus.store is not None
+        lease = self.hook.timeout + LEASE_MARGIN
+        try:
+            return await self.bus.store.claim_deliveries(
+                self.hook.key, self.bus.holder, time.time(), lease, n
+            )
+        except StoreError as exc:
+            log.warning("cannot claim deliveries", extra={"hook": self.hook.label,
+                        "error": str(exc)})  # fmt: skip
+            return []
+
+    async def _deliver(self, c: Claimed) -> None:
+        event = Event.from_dict(c.data)
+        outcome, why = await self.bus.deliver(self.hook, event)
+        now = time.time()
+        state, next_at = self._next(outcome, c.attempts, event, now)
+        self.bus.count(self.hook, outcome)
+        if state == "dead":
+            log.warning("event dead-lettered", extra={"hook": self.hook.label, "event": event.id,
+                        "attempts": c.attempts, "error": why})  # fmt: skip
+            self.bus.count(self.hook, "dead")
+        assert self.bus.store is not None
+        for delay in (0.0, 0.5, 2.0):  # else the lease runs out and it is attempted again
+            await asyncio.sleep(delay)
+            try:
+                await self.bus.store.finish_delivery(c.seq, c.hook, state, next_at, why, now)
+                return
+            except StoreError as exc:
+                log.warning("cannot record a delivery", extra={"error": str(exc)})
+
+    def _next(self, outcome: str, attempts: int, event: Event, now: float) -> tuple[State, float]:
+        """Delivered; or when to try again; or dead."""
+        if outcome == "ok":
+            return "delivered", now
+        hook = self.hook
+        backoff = min(hook.backoff_max, RETRY_DELAY * 2 ** min(attempts - 1, 40))
+        next_at = now + backoff * random.uniform(0.8, 1.0)  # spread a burst's retries
+        if (hook.retries is not None and attempts > hook.retries) or (
+            next_at > event.time + hook.horizon
+        ):
+            return "dead", now
+        return "pending", next_at

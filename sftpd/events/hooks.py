@@ -4,7 +4,8 @@
 [[hooks]]
 events = ["upload"]              # required: names from sftpd.events.EVENT_NAMES
 users = ["ana", "ben"]           # optional: only these users
-paths = ["/incoming/*"]          # optional: fnmatch patterns on the (virtual) path
+paths = ["/incoming/*"]          # optional: patterns on the (virtual) path; * and ? stay
+                                 # within one name, ** crosses "/" ("/incoming/**")
 command = ["/usr/local/bin/ingest", "--fast"]   # argv, never a shell
 timeout = 30                     # seconds
 
@@ -12,14 +13,27 @@ timeout = 30                     # seconds
 events = ["upload", "delete"]
 url = "http://127.0.0.1:8080/sftp"              # an HTTP POST of the event as JSON
 secret_env = "HOOK_SECRET" # HMAC-SHA256 of the body in X-Sftpd-Signature
-retries = 3                      # on a connection error or a 5xx, with backoff
+horizon = 86400                  # seconds an event is retried (backoff doubling from 1 s
+backoff_max = 3600               # up to backoff_max) before it is dead-lettered
+retries = 10                     # optional: dead-lettered after this many retries
 ```
+
+Every event is recorded in the store before its operation is answered; each hook delivers
+it at least once (a failure, a timeout, a 5xx or a connection error is retried; a 4xx or a
+command's non-zero exit too, since a receiver may be fixed), with the event's ``id`` in the
+JSON and in ``X-Sftpd-Event-Id`` so a receiver can drop duplicates. A hook is known in the
+store by :attr:`Hook.key`, a digest of what it delivers and where: edit its timeout freely,
+but an edited ``url``, ``command``, ``events``, ``users`` or ``paths`` is a new hook (the old
+one's pending events wait for a node that still has it; ``sftpd events list`` shows them).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import hashlib
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +42,9 @@ from urllib.parse import urlsplit, urlunsplit
 from sftpd.events import EVENT_NAMES, Event
 
 _KEYS = {"events", "users", "paths", "command", "url", "timeout", "retries", "secret",
-         "secret_env"}  # fmt: skip
+         "secret_env", "horizon", "backoff_max"}  # fmt: skip
+HORIZON = 86400.0  # seconds an undelivered event is retried (a day)
+BACKOFF_MAX = 3600.0  # the longest wait between two attempts
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,16 @@ class Hook:
     command: tuple[str, ...] = ()
     url: str = ""
     timeout: float = 30.0
-    retries: int = 2
+    retries: int | None = None  # None: retried until the horizon
     secret: str = ""
+    horizon: float = HORIZON
+    backoff_max: float = BACKOFF_MAX
+
+    @property
+    def key(self) -> str:
+        """How the store knows this hook across restarts and nodes (never the secret)."""
+        what = [self.events, self.users, self.paths, self.command, self.url]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
@@ -58,7 +82,54 @@ class Hook:
             return False
         if self.users and event.user not in self.users:
             return False
-        return not self.paths or any(fnmatch.fnmatchcase(event.path, p) for p in self.paths)
+        return not self.paths or any(path_pattern(p).fullmatch(event.path) for p in self.paths)
+
+
+@functools.lru_cache(maxsize=256)
+def path_pattern(pattern: str) -> re.Pattern[str]:
+    """A path pattern that reads like a path: ``*`` and ``?`` match within one name, ``**``
+    matches across ``/`` (``/in/**`` is everything below ``/in``), ``[...]`` a character of
+    a name, as in a shell or .gitignore."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"(?!/)[{'^' if negate else ''}{body}]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def old_meaning_warnings(hooks: tuple[Hook, ...]) -> list[str]:
+    """One line per pattern whose ``*`` used to match across ``/`` (fnmatch) and no
+    longer does: said at start so a config relying on it is noticed."""
+    out = []
+    for number, hook in enumerate(hooks, start=1):
+        for p in hook.paths:
+            if re.search(r"(?<!\*)\*(?!\*)", p):
+                wider = re.sub(r"(?<!\*)\*(?!\*)$", "**", p)
+                out.append(
+                    f"hook {number}: in paths, {p!r}: '*' no longer matches '/' (it stays within"
+                    f" one name); write {wider!r} to take subdirectories as before"
+                    if wider != p
+                    else f"hook {number}: in paths, {p!r}: '*' no longer matches '/'; use '**'"
+                    " where a pattern should cross directories"
+                )
+    return out
 
 
 def _strings(raw: Any, key: str) -> tuple[str, ...]:
@@ -102,10 +173,12 @@ def _hook(table: Any, env: Mapping[str, str]) -> Hook:
         secret = env.get(str(table["secret_env"]), "")
         if not secret:
             raise ValueError(f"environment variable {table['secret_env']} is empty or unset")
-    timeout, retries = table.get("timeout", 30.0), table.get("retries", 2)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
-    if not isinstance(retries, int) or retries < 0:
+    timeout, retries = table.get("timeout", 30.0), table.get("retries")
+    horizon, backoff_max = table.get("horizon", HORIZON), table.get("backoff_max", BACKOFF_MAX)
+    for key, value in (("timeout", timeout), ("horizon", horizon), ("backoff_max", backoff_max)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{key} must be a positive number of seconds")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ValueError("retries must be 0 or more")
     return Hook(
         events=events,
@@ -116,4 +189,6 @@ def _hook(table: Any, env: Mapping[str, str]) -> Hook:
         timeout=float(timeout),
         retries=retries,
         secret=str(secret),
+        horizon=float(horizon),
+        backoff_max=float(backoff_max),
     )

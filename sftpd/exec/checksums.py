@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from sftpd.core import errors
-from sftpd.core.checksum import ALGORITHMS, coreutils_line, hash_range
+from sftpd.core.checksum import ALGORITHMS, coreutils_line, hash_whole
 from sftpd.core.files import OpenMode
 from sftpd.exec import ExecContext, Handler
 
@@ -41,7 +41,7 @@ async def _hash_stdin(ctx: ExecContext, algorithm: str) -> str:
 async def _hash_path(ctx: ExecContext, algorithm: str, path: str) -> str:
     f = await ctx.session.open(path, OpenMode(read=True))
     try:
-        digest = await asyncio.to_thread(hash_range, f.fd, algorithm)
+        digest = await asyncio.to_thread(hash_whole, f.fd, algorithm)
     finally:
         await f.close()
     return digest.hex()

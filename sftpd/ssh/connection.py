@@ -229,7 +229,7 @@ class Connection(asyncssh.SSHServer):
     def _failed(self, username: str, method: str, reason: str, **fields: str) -> bool:
         self._failures += 1
         self.service.bus.emit(
-            Event("login-failed", username[:64], self.addr, "ssh", reason=f"{method}: {reason}")
+            Event("login-failed", username[:64], self.addr, "ssh", reason=reason, method=method)
         )
         audit(
             "login failed",
@@ -295,7 +295,7 @@ class Connection(asyncssh.SSHServer):
             method=self._method,
             outcome="ok",
         )
-        self.service.bus.emit(Event("login", user.name, self.addr, "ssh", reason=self._method))
+        self.service.bus.emit(Event("login", user.name, self.addr, "ssh", method=self._method))
         self._admit_sessions(True)
         self.touch()
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from sftpd.core import errors
-from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range
+from sftpd.core.checksum import ALGORITHMS, MIN_BLOCK, hash_range, hash_whole
 from sftpd.core.files import AttrChanges, OpenFile, OpenMode
 from sftpd.core.limits import Pacer
 from sftpd.core.session import Session
@@ -512,7 +512,12 @@ class SftpdHandler(SFTPServerHandler):
                 raise asyncssh.SFTPPermissionDenied("file not open for reading")
             f = handle_obj
         try:
-            digests = await asyncio.to_thread(hash_range, f.fd, algorithm, offset, length, block)
+            if offset == length == block == 0:
+                digests = await asyncio.to_thread(hash_whole, f.fd, algorithm)
+            else:
+                digests = await asyncio.to_thread(
+                    hash_range, f.fd, algorithm, offset, length, block
+                )
         finally:
             if by_name:
                 await f.close()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from sftpd.store.outbox import Outbox
+
 Admission = Literal["ok", "full", "blocked"]
 
 
@@ -179,7 +181,9 @@ def access_record(columns: Sequence[Any], paths: tuple[tuple[str, str], ...]) ->
     )
 
 
-class Store(Protocol):
+class Store(Outbox, Protocol):
+    """Users, keys, usage, defences and the outbox (sftpd/store/outbox.py)."""
+
     async def get_user(self, name: str) -> UserRecord | None:
         """The user with their keys, or None."""
 

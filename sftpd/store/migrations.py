@@ -122,6 +122,39 @@ SQLITE_STEPS.append(
     """
 )
 
+SQLITE_STEPS.append(
+    # 7: the outbox and history (sftpd/store/outbox.py). events: every event, its JSON in
+    # data; deliveries: each hook's delivery of one, leased by a holder while attempted.
+    """
+    CREATE TABLE events (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        id   TEXT NOT NULL UNIQUE,
+        time REAL NOT NULL,
+        name TEXT NOT NULL,
+        user TEXT NOT NULL,
+        path TEXT NOT NULL DEFAULT '',
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE INDEX events_user ON events (user, seq);
+    CREATE TABLE deliveries (
+        event_seq   INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+        hook        TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        holder      TEXT,
+        error       TEXT NOT NULL DEFAULT '',
+        done_at     REAL,
+        PRIMARY KEY (event_seq, hook)
+    );
+    CREATE INDEX deliveries_due ON deliveries (hook, next_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_holder ON deliveries (holder) WHERE state = 'pending';
+    """
+)
+
 # The same schema for PostgreSQL, as it stands after every SQLite step above. Steps are
 # applied under an advisory lock, so nodes starting at once migrate exactly once.
 POSTGRES_STEPS: list[str] = [
@@ -209,5 +242,37 @@ POSTGRES_STEPS.append(
     # 3: users.room_wanted (SQLite step 6)
     """
     ALTER TABLE users ADD COLUMN room_wanted DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """
+)
+
+POSTGRES_STEPS.append(
+    # 4: the outbox and history (SQLite step 7)
+    """
+    CREATE TABLE events (
+        seq    BIGSERIAL PRIMARY KEY,
+        id     TEXT NOT NULL UNIQUE,
+        time   DOUBLE PRECISION NOT NULL,
+        name   TEXT NOT NULL,
+        "user" TEXT NOT NULL,
+        path   TEXT NOT NULL DEFAULT '',
+        data   TEXT NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE INDEX events_user ON events ("user", seq);
+    CREATE TABLE deliveries (
+        event_seq   BIGINT NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+        hook        TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     DOUBLE PRECISION NOT NULL,
+        lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        holder      TEXT,
+        error       TEXT NOT NULL DEFAULT '',
+        done_at     DOUBLE PRECISION,
+        PRIMARY KEY (event_seq, hook)
+    );
+    CREATE INDEX deliveries_due ON deliveries (hook, next_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_holder ON deliveries (holder) WHERE state = 'pending';
     """
 )

@@ -36,6 +36,7 @@ from sftpd.store import (
     next_strike,
 )
 from sftpd.store.migrations import POSTGRES_STEPS
+from sftpd.store.postgres_outbox import PostgresOutbox
 
 T = TypeVar("T")
 MIGRATION_LOCK = 0x5F7D0001  # advisory lock id held while migrating
@@ -68,7 +69,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore:
+class PostgresStore(PostgresOutbox):
     """``Store`` on PostgreSQL; safe for any number of processes and nodes."""
 
     def __init__(self, pool: Any, url: str) -> None:
@@ -382,6 +383,11 @@ class PostgresStore:
             await c.execute("DELETE FROM reservations WHERE holder=$1", holder)
             await c.execute("DELETE FROM connections WHERE holder=$1", holder)
             await c.execute("DELETE FROM holders WHERE holder=$1", holder)
+            await c.execute(
+                "UPDATE deliveries SET lease_until=0, holder=NULL, attempts=attempts-1"
+                " WHERE holder=$1 AND state='pending'",
+                holder,
+            )  # its claims were cut short: attempted by the next one, not counted
             await c.execute("UPDATE users SET dirty=TRUE WHERE name = ANY($1::text[])", users)
             return users
 

@@ -36,6 +36,8 @@ from sftpd.store import (
     next_strike,
 )
 from sftpd.store.migrations import SQLITE_STEPS
+from sftpd.store.sqlite_outbox import SqliteOutbox
+from sftpd.store.sqlite_outbox import transaction as _transaction
 
 T = TypeVar("T")
 
@@ -60,7 +62,7 @@ _USAGE = (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteOutbox):
     """``Store`` on SQLite. Safe for several processes: WAL, busy timeout, short transactions."""
 
     def __init__(self, conn: sqlite3.Connection, inline: sqlite3.Connection) -> None:
@@ -395,6 +397,11 @@ class SqliteStore:
                 c.execute("DELETE FROM reservations WHERE holder=?", (holder,))
                 c.execute("DELETE FROM connections WHERE holder=?", (holder,))
                 c.execute("DELETE FROM holders WHERE holder=?", (holder,))
+                c.execute(
+                    "UPDATE deliveries SET lease_until=0, holder=NULL, attempts=attempts-1"
+                    " WHERE holder=? AND state='pending'",
+                    (holder,),
+                )  # its claims were cut short: attempted by the next one, not counted
                 c.executemany("UPDATE users SET dirty=1 WHERE name=?", [(u,) for u in users])
                 return users
 
@@ -506,19 +513,6 @@ class SqliteStore:
             await self._checkpoint
         self._inline.close()
         await self._run(lambda c: c.close())
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

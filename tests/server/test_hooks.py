@@ -14,12 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,46 +29,12 @@ from sftpd.events import EVENT_NAMES, Event
 from sftpd.events.actions import OUTPUT_GRACE, OUTPUT_LIMIT, run_command, signature
 from sftpd.events.bus import EventBus
 from sftpd.events.hooks import Hook
+from sftpd.store import open_store
 from tests.support import Serve, known_hosts, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
+from tests.support.receiver import Receiver, wait_until
 
 SECRET = "s3cret-for-tests"
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records every POST (and can fail some first)."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.fail_left = fail_first
-        self.attempts = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.attempts += 1
-                if outer.fail_left > 0:
-                    outer.fail_left -= 1
-                    self.send_response(503)
-                else:
-                    outer.requests.append((dict(self.headers), body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def free_port() -> int:
@@ -98,13 +62,6 @@ def recorder(tmp: Path) -> tuple[tuple[str, ...], Path]:
 
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_until(condition: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +150,10 @@ async def test_every_event_kind_arrives(
     assert (rename["path"], rename["target"]) == ("/d/a.txt", "/d/b.txt")
 
 
-async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None:
+async def test_slow_and_failing_hooks_never_slow_uploads_or_lose_events(tmp_path: Path) -> None:
     """Every upload triggers a hook that sleeps far longer than the whole test, one at a
-    time, and a webhook to a port nobody listens on: uploads go at full speed regardless."""
+    time, and a webhook to a port nobody listens on: uploads go at full speed regardless,
+    and every event waits in the outbox (the old in-memory queue dropped all but four)."""
     dead = Receiver()
     dead_url = dead.url
     dead.close()  # nothing listens there any more
@@ -207,7 +165,7 @@ async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None
         ),
         Hook(events=("upload",), users=("slowpoke",), url=dead_url, timeout=1, retries=1),
     )
-    server = start_live_server(tmp_path, hooks=hooks, hook_queue=4, hook_concurrency=1)
+    server = start_live_server(tmp_path, hooks=hooks, hook_concurrency=1)
     try:
         slowpoke, plain = server.add_user("slowpoke"), server.add_user()
 
@@ -225,7 +183,9 @@ async def test_slow_and_failing_hooks_never_slow_uploads(tmp_path: Path) -> None
         print(f"40 uploads: {without:.2f} s without hooks, {with_hooks:.2f} s with a 30 s "
               f"hook and a dead webhook each; outcomes {dict(outcomes)}")  # fmt: skip
         assert with_hooks < 5 + 2 * without  # a blocking hook would take 40 x 1 s at least
-        assert outcomes["dropped"] >= 60  # 80 hook runs offered, 4 queued, 1 at a time
+        assert outcomes["dropped"] == 0
+        stats = await server.service.store.outbox_stats()
+        assert stats.pending + stats.dead == 80 and stats.delivered == 0  # 40 uploads x 2 hooks
         async with server.connect(plain) as conn, conn.start_sftp_client() as sftp:
             assert len(await sftp.listdir(".")) == 42  # still serving
     finally:
@@ -272,7 +232,7 @@ async def test_a_hook_printing_200_mib_keeps_4_kib_and_costs_little_memory(
     caplog.set_level(logging.INFO, logger="sftpd.hooks")
     tracemalloc.start()
     try:
-        assert await run_command(hook, Event("upload", "ana")) == "ok"
+        assert (await run_command(hook, Event("upload", "ana")))[0] == "ok"
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -294,7 +254,7 @@ async def test_a_child_holding_the_output_open_cannot_hold_the_hook(
         warnings.simplefilter("always")
         for _ in range(3):
             start = time.monotonic()
-            assert await run_command(hook, Event("upload", "ana")) == outcome
+            assert (await run_command(hook, Event("upload", "ana")))[0] == outcome
             elapsed = time.monotonic() - start
             assert elapsed < hook.timeout + OUTPUT_GRACE + 2, f"took {elapsed:.1f} s"
         await asyncio.sleep(0.1)
@@ -306,26 +266,33 @@ async def test_a_child_holding_the_output_open_cannot_hold_the_hook(
 
 
 async def test_a_stalled_hook_does_not_hold_the_next_one(pids: Path, tmp_path: Path) -> None:
-    """One worker: a hook whose child keeps its output open, then an ordinary hook."""
+    """One delivery at a time per hook: a hook whose child keeps its output open, then
+    another hook's event."""
     command, out = recorder(tmp_path)
+    store = await open_store(str(tmp_path / "sftpd.db"))
     bus = EventBus(
         (
             Hook(events=("upload",), command=stalling_command(pids), timeout=15),
             Hook(events=("mkdir",), command=command, timeout=5),
         ),
-        queue_size=10,
+        store,
+        "test-holder",
+        buffer=10,
         concurrency=1,
     )
     bus.start()
     try:
         start = time.monotonic()
-        bus.emit(Event("upload", "ana", path="/a"))
-        bus.emit(Event("mkdir", "ana", path="/d"))
+        await bus.emit(Event("upload", "ana", path="/a"))
+        await bus.emit(Event("mkdir", "ana", path="/d"))
         while not lines(out) and time.monotonic() - start < 20:
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - start
+        while bus.outcomes["ok"] < 2 and time.monotonic() - start < 20:
+            await asyncio.sleep(0.02)
     finally:
         await bus.stop(drain=5)
+        await store.close()
     assert [x["event"]["name"] for x in lines(out)] == ["mkdir"]
     assert elapsed < OUTPUT_GRACE + 3, f"the second hook ran after {elapsed:.1f} s"
     assert bus.outcomes["ok"] == 2

@@ -126,3 +126,44 @@ async def test_session_and_address_limits_hold_across_workers(tmp_path: Path) ->
     finally:
         code, err = server.stop()
     assert code == 0, err
+
+
+async def test_a_users_bandwidth_limit_holds_across_workers(tmp_path: Path) -> None:
+    """Two connections on two different workers upload at once: together they keep to the
+    user's rate (each worker used to pace alone: twice the rate)."""
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert run(tmp_path, "user", "add", "pat", "--key", f"{key}.pub").returncode == 0
+    assert run(tmp_path, "user", "limit", "pat", "--upload", "1MiB").returncode == 0
+    server = Serve(tmp_path, "--no-demo", "--workers", "2", "--max-sessions-per-user", "0")
+    conns: list[asyncssh.SSHClientConnection] = []
+    try:
+        hosts = known_hosts(tmp_path, server.port)
+        workers = worker_pids(server.proc.pid)
+        on: dict[int, asyncssh.SSHClientConnection] = {}  # one connection per worker
+        for _ in range(40):
+            before = {pid: socket_count(pid) for pid in workers}
+            conn = await asyncssh.connect("127.0.0.1", server.port, username="pat",
+                                          client_keys=[str(key)], known_hosts=str(hosts),
+                                          agent_path=None)  # fmt: skip
+            conns.append(conn)
+            [pid] = [p for p in workers if socket_count(p) > before[p]]
+            on.setdefault(pid, conn)
+            if len(on) == 2:
+                break
+        assert len(on) == 2, "the kernel put 40 connections on one worker"
+
+        async def upload(conn: asyncssh.SSHClientConnection, name: str) -> None:
+            async with conn.start_sftp_client() as sftp, sftp.open(name, "wb") as f:
+                await f.write(os.urandom(3 * MiB // 2))
+
+        start = asyncio.get_running_loop().time()
+        await asyncio.gather(*(upload(c, f"f{i}") for i, c in enumerate(on.values())))
+        elapsed = asyncio.get_running_loop().time() - start
+        print(f"3 MiB from two workers at 1 MiB/s: {elapsed:.2f} s")
+        assert elapsed >= 2.5, f"{elapsed:.2f} s: each worker paced on its own"
+    finally:
+        for conn in conns:
+            conn.close()
+        code, err = server.stop()
+    assert code == 0, err

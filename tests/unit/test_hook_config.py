@@ -8,7 +8,7 @@ import pytest
 
 from sftpd.config import ConfigError, load_settings
 from sftpd.events import Event
-from sftpd.events.hooks import Hook
+from sftpd.events.hooks import Hook, old_meaning_warnings
 
 
 def test_hooks_load_from_the_toml_file(tmp_path: Path) -> None:
@@ -23,7 +23,8 @@ def test_hooks_load_from_the_toml_file(tmp_path: Path) -> None:
     s = load_settings(conf, env={"HOOK_SECRET": "k"})  # secret_env reads the process env
     assert s.upload_mode == "atomic"
     first, second = s.hooks
-    assert first == Hook(("upload",), (), ("/incoming/*",), ("/bin/true", "--x"), "", 5.0, 2, "")
+    assert first == Hook(("upload",), (), ("/incoming/*",), ("/bin/true", "--x"), "", 5.0)
+    assert first.retries is None and first.horizon == 86400  # retried for a day
     assert second.url.endswith("/h") and second.retries == 0 and second.users == ("ana",)
     assert first.wants(Event("upload", "bob", path="/incoming/a.csv"))
     assert not first.wants(Event("upload", "bob", path="/elsewhere/a.csv"))
@@ -57,3 +58,32 @@ def test_a_hook_label_never_carries_url_credentials() -> None:
     hook = Hook(("upload",), url="https://ingest:hunter2@example.org:8443/hook")
     assert hook.label == "https://example.org:8443/hook"
     assert Hook(("upload",), command=("/usr/bin/ingest", "--fast")).label == "ingest"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "wanted"),
+    [
+        ("/incoming/*", "/incoming/a.csv", True),
+        ("/incoming/*", "/incoming/sub/a.csv", False),  # fnmatch said True
+        ("/incoming/**", "/incoming/sub/a.csv", True),
+        ("/incoming/**/*.csv", "/incoming/x/y/a.csv", True),
+        ("/*/report-?.txt", "/ana/report-1.txt", True),
+        ("/*/report-?.txt", "/a/b/report-1.txt", False),
+        ("/in/[ab]*.txt", "/in/b1.txt", True),
+        ("/in/[!ab]*.txt", "/in/b1.txt", False),
+        ("/in/a[/]b", "/in/a/b", False),  # a class never matches "/"
+        ("/in/a+b(1).txt", "/in/a+b(1).txt", True),  # regex characters are literal
+        ("**", "/anything/at/all", True),
+    ],
+)
+def test_hook_paths_read_like_paths(pattern: str, path: str, wanted: bool) -> None:
+    assert Hook(("upload",), paths=(pattern,)).wants(Event("upload", "u", path=path)) is wanted
+
+
+def test_a_pattern_relying_on_the_old_star_gets_a_warning() -> None:
+    hooks = (Hook(("upload",), paths=("/in/**", "/out/*")), Hook(("upload",), paths=("/a/*.csv",)))
+    lines = old_meaning_warnings(hooks)
+    assert len(lines) == 2
+    assert lines[0].startswith("hook 1:") and "'/out/**'" in lines[0]
+    assert lines[1].startswith("hook 2:") and "'**'" in lines[1]
+    assert old_meaning_warnings((Hook(("upload",), paths=("/in/**",)),)) == []

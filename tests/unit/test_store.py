@@ -6,11 +6,13 @@ Two store objects on the same database stand for two processes or nodes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from sftpd.events import Event
 from sftpd.store import (
     AccessRecord,
     FolderRecord,
@@ -23,6 +25,7 @@ from sftpd.store import (
     open_store,
 )
 from sftpd.store.migrations import POSTGRES_STEPS
+from sftpd.store.outbox import EventQuery, NewEvent
 
 KEY = KeyRecord("SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", "me@host")
 
@@ -265,3 +268,81 @@ async def test_folders_mounts_and_their_ledger_accounts(two: tuple[Store, Store]
     assert await store.delete_folder("team") and not await store.delete_folder("team")
     assert (await other.get_user("erin")).mounts == ()  # type: ignore[union-attr]
     assert await other.usage(account, 0) is None
+
+
+# -- the outbox and history ------------------------------------------------------------
+
+
+def _event(user: str, name: str = "upload", path: str = "/a", at: float | None = None) -> NewEvent:
+    e = Event(name, user, path=path, time=at if at is not None else time.time())
+    return NewEvent(e.to_dict(), (("h1", "hook one"), ("h2", "hook two")))
+
+
+async def test_events_are_claimed_by_one_node_at_a_time(two: tuple[Store, Store]) -> None:
+    a, b = two
+    await a.record_events([_event("ana", path=f"/f{i}") for i in range(10)])
+    now = time.time()
+    got_a, got_b = await asyncio.gather(
+        a.claim_deliveries("h1", "node-a", now, 3600, 6),
+        b.claim_deliveries("h1", "node-b", now, 3600, 6),
+    )
+    seqs = [c.seq for c in got_a] + [c.seq for c in got_b]
+    assert len(seqs) == 10 and len(set(seqs)) == 10  # all taken, none twice
+    assert await a.claim_deliveries("h1", "node-a", now, 30, 10) == []  # leased
+    assert len(await a.claim_deliveries("h2", "node-a", now, 30, 10)) == 10  # per hook
+    first = got_a[0]
+    assert first.attempts == 1 and first.data["user"] == "ana" and first.data["id"]
+    await a.finish_delivery(first.seq, "h1", "pending", now + 60, "HTTP 503", now)
+    await a.finish_delivery(got_a[1].seq, "h1", "delivered", now, "", now)
+    await a.finish_delivery(got_a[2].seq, "h1", "dead", now, "HTTP 400", now)
+    later = await b.claim_deliveries("h1", "node-b", now + 61, 30, 10)
+    assert [c.seq for c in later] == [first.seq] and later[0].attempts == 2  # due again
+    stats = await b.outbox_stats()
+    assert (stats.delivered, stats.dead) == (1, 1) and stats.pending == 18
+    assert stats.by_hook["hook one"] == (8, 1, 1) and stats.oldest_pending is not None
+
+
+async def test_a_dead_holders_claims_are_released(two: tuple[Store, Store]) -> None:
+    a, b = two
+    await a.record_events([_event("ana")])
+    now = time.time()
+    [claimed] = await a.claim_deliveries("h1", "dead-node", now, 3600, 5)
+    assert await b.claim_deliveries("h1", "node-b", now, 30, 5) == []
+    await b.drop_holder("dead-node")
+    [again] = await b.claim_deliveries("h1", "node-b", now, 30, 5)
+    assert again.seq == claimed.seq and again.attempts == 1  # the cut-short one did not count
+
+
+async def test_history_queries_retry_and_prune(two: tuple[Store, Store]) -> None:
+    a, b = two
+    old = time.time() - 100 * 86400
+    await a.record_events(
+        [_event("ana", "login", "", at=old), _event("ana", "upload", "/in/x", at=old)]
+    )
+    await a.record_events([_event("ben", "delete", "/in/y"), _event("ana", "rename", "/out/z")])
+    everything = await b.query_events(EventQuery())
+    assert [e.data["name"] for e in everything] == ["login", "upload", "delete", "rename"]
+    assert [e.data["name"] for e in await b.query_events(EventQuery(user="ana", limit=2))] == [
+        "upload",
+        "rename",
+    ]  # fmt: skip  (the newest two, oldest first)
+    assert [e.data["path"] for e in await b.query_events(EventQuery(path_prefix="/in/"))] == [
+        "/in/x", "/in/y"]  # fmt: skip
+    recent = await b.query_events(EventQuery(since=time.time() - 3600, names=("delete",)))
+    assert [e.data["user"] for e in recent] == ["ben"]
+    shown = await b.get_event(everything[0].id)
+    assert shown is not None and [d.label for d in shown.deliveries] == ["hook one", "hook two"]
+    # Every delivery of the old login gone dead or delivered; the old upload still pending.
+    now = time.time()
+    for hook in ("h1", "h2"):
+        for c in await a.claim_deliveries(hook, "n", now, 30, 100):
+            if c.seq == everything[0].seq:
+                await a.finish_delivery(c.seq, hook, "dead" if hook == "h1" else "delivered", now,
+                                        "gone", now)  # fmt: skip
+    assert [e.id for e in await b.query_events(EventQuery(state="dead"))] == [everything[0].id]
+    assert await b.retry_deliveries(everything[0].id, now) == 1
+    assert await b.query_events(EventQuery(state="dead")) == []
+    await a.finish_delivery(everything[0].seq, "h1", "dead", now, "gone again", now)
+    assert await b.prune_events(time.time() - 90 * 86400) == 1  # the login, not the pending upload
+    assert [e.data["name"] for e in await b.query_events(EventQuery())] == ["upload", "delete",
+                                                                          "rename"]  # fmt: skip

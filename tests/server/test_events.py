@@ -1,0 +1,253 @@
+"""Events you can build on: one per complete file, recorded before the operation is answered,
+delivered at least once with a stable id, and kept as a history (issue 26)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from sftpd.events import EVENT_NAMES
+from sftpd.events.hooks import Hook
+from sftpd.store.outbox import EventQuery
+from tests.support import Xfer, run
+from tests.support.live import LiveServer, User, start_live_server, stop_live_server
+from tests.support.receiver import Receiver, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def atomic(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[LiveServer]:
+    """--upload-mode atomic, the shipped example hook on /incoming/*, a webhook for all."""
+    tmp = tmp_path_factory.mktemp("events")
+    example = (sys.executable, str(ROOT / "docs" / "examples" / "move_to_processed.py"))
+    hooks = (
+        Hook(events=("upload",), paths=("/incoming/*",), command=example, timeout=20),
+        Hook(events=EVENT_NAMES, url=receiver.url, timeout=5),
+    )
+    server = start_live_server(tmp, hooks=hooks, upload_mode="atomic")
+    yield server
+    stop_live_server(server)
+
+
+def mine(receiver: Receiver, user: User, name: str = "upload") -> list[dict[str, Any]]:
+    return [e for e in receiver.events() if e["user"] == user.name and e["name"] == name]
+
+
+def test_a_segmented_xfer_put_is_one_upload_event(
+    atomic: LiveServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    """64 MiB over four connections: before, five early events (the first with size 0),
+    the example hook moved a partial file and xfer failed."""
+    user = atomic.add_user()
+    (user.home / "incoming").mkdir()
+    data = os.urandom(64 * MiB + 4321)
+    (tmp_path / "big.bin").write_bytes(data)
+    xfer = Xfer(tmp_path, f"{user.name}@127.0.0.1:{atomic.port}", user.key_path,
+                atomic.known_hosts)  # fmt: skip
+    r = xfer("--json", "put", "-j", "4", "big.bin", "incoming/")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verified"] == ["sha256"]
+    moved = user.home / "processed" / "big.bin"
+    wait_until(moved.exists, "the example hook never moved the file")
+    assert moved.read_bytes() == data
+    wait_until(lambda: mine(receiver, user), "no upload event")
+    time.sleep(1.5)  # a second (early or late) event would arrive by now
+    [event] = mine(receiver, user)
+    assert event["path"] == "/incoming/big.bin" and event["size"] == len(data)
+    assert event["sha256"] == hashlib.sha256(data).hexdigest()  # what xfer had it compute
+    assert not [e for e in receiver.events() if "xfer-part" in e.get("path", "")
+                and e["name"] == "upload"]  # fmt: skip
+    assert list((user.home / "incoming").iterdir()) == []  # no part file left
+
+
+async def test_a_partial_name_renamed_is_the_upload_even_in_a_drop_box(
+    atomic: LiveServer, receiver: Receiver
+) -> None:
+    """rclone's NAME.XXXXXXXX.partial and WinSCP's NAME.filepart: the rename is the upload.
+    A user who may only upload (no rename, no list) can finish it too."""
+    user = atomic.add_user()
+    (user.home / "drop").mkdir()
+    atomic.set_access(user, paths=(("/drop", "upload"),))
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        for part, final in (("/drop/r.bin.1f2e3d4c.partial", "/drop/r.bin"),
+                            ("/drop/w.txt.filepart", "/drop/w.txt")):  # fmt: skip
+            async with sftp.open(part, "wb") as f:
+                await f.write(b"x" * 1000)
+            await sftp.rename(part, final)
+        with pytest.raises(asyncssh.SFTPPermissionDenied, match="rename not allowed"):
+            await sftp.rename("/drop/w.txt", "/drop/v.txt")
+    await asyncio.to_thread(wait_until, lambda: len(mine(receiver, user)) >= 2, "no uploads")
+    await asyncio.sleep(0.5)
+    uploads = mine(receiver, user)
+    assert sorted((e["path"], e["size"]) for e in uploads) == [
+        ("/drop/r.bin", 1000), ("/drop/w.txt", 1000)]  # fmt: skip
+    assert mine(receiver, user, "rename") == []
+    assert (user.home / "drop" / "r.bin").stat().st_size == 1000
+
+
+async def test_an_event_is_recorded_before_the_close_is_answered(atomic: LiveServer) -> None:
+    user = atomic.add_user()
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        for i in range(20):
+            async with sftp.open(f"/f{i}", "wb") as f:
+                await f.write(b"data")
+            # No wait: the close's answer means the event is in the store.
+            found = atomic.call(atomic.service.store.query_events(EventQuery(user=user.name)))
+            uploads = [e for e in found if e.data["name"] == "upload"]
+            assert [e.data["path"] for e in uploads][-1] == f"/f{i}"
+            assert len(uploads) == i + 1 and len(uploads[-1].deliveries) == 1  # the webhook's
+
+
+async def test_a_refusing_receiver_gets_the_same_event_again_with_its_id(tmp_path: Path) -> None:
+    receiver = Receiver(fail_first=2)
+    server = start_live_server(tmp_path, hooks=(Hook(events=("upload",), url=receiver.url,
+                                                     timeout=5),))  # fmt: skip
+    try:
+        user = server.add_user()
+        async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open("/a.txt", "wb") as f:
+                await f.write(b"hello")
+        await asyncio.to_thread(wait_until, receiver.events, "never delivered", 30)
+        [(headers, body)] = receiver.requests
+        assert receiver.attempts == 3  # 503, 503 (backoff 1 s, 2 s), then 204
+        event = json.loads(body)
+        assert headers["X-Sftpd-Event-Id"] == event["id"] and len(event["id"]) == 24
+        shown = run(tmp_path, "--data-dir", str(tmp_path / "data"), "events", "show", event["id"])
+        assert shown.returncode == 0, shown.stderr
+        assert "delivered after 3 attempt(s)" in shown.stdout and "HTTP 503" not in shown.stdout
+    finally:
+        stop_live_server(server)
+        receiver.close()
+
+
+async def test_events_wait_in_the_store_across_a_restart(tmp_path: Path) -> None:
+    """The receiver is down while 20 files are uploaded and the server stops; the next
+    start delivers every one, each once, with the id it was recorded with."""
+    receiver = Receiver(down=True)
+    hooks = (Hook(events=("upload",), url=receiver.url, timeout=5, backoff_max=1),)
+    server = start_live_server(tmp_path, hooks=hooks)
+    user = server.add_user()
+    try:
+        async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+            for i in range(20):
+                async with sftp.open(f"/f{i}", "wb") as f:
+                    await f.write(b"x" * i)
+        recorded = server.call(server.service.store.query_events(EventQuery(names=("upload",))))
+    finally:
+        stop_live_server(server)
+    assert receiver.attempts >= 1 and receiver.events() == []
+    receiver.down = False
+    again = start_live_server(tmp_path, hooks=hooks)
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(receiver.events()) >= 20, "lost", 30)
+        await asyncio.sleep(0.5)
+        ids = [e["id"] for e in receiver.events()]
+        assert sorted(ids) == sorted(e.id for e in recorded) and len(set(ids)) == 20
+        stats = again.call(again.service.store.outbox_stats())
+        assert (stats.pending, stats.delivered, stats.dead) == (0, 20, 0)
+    finally:
+        stop_live_server(again)
+        receiver.close()
+
+
+async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
+    receiver = Receiver(down=True)
+    hooks = (Hook(events=("upload",), url=receiver.url, timeout=5, horizon=1.5, backoff_max=0.5),)
+    server = start_live_server(tmp_path, hooks=hooks)
+    data = ("--data-dir", str(tmp_path / "data"))
+    try:
+        user = server.add_user()
+        async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+            for name in ("a", "b"):
+                async with sftp.open(f"/{name}", "wb") as f:
+                    await f.write(b"1")
+
+        def dead() -> list[dict[str, Any]]:
+            r = run(tmp_path, *data, "events", "list", "--state", "dead", "--json")
+            assert r.returncode == 0, r.stderr
+            return list(json.loads(r.stdout))
+
+        await asyncio.to_thread(wait_until, lambda: len(dead()) == 2, "never dead-lettered", 30)
+        assert {d["deliveries"][0]["error"] for d in dead()} == {"HTTP 503"}
+        receiver.down = False
+        r = run(tmp_path, *data, "events", "retry", "--all-dead")
+        assert r.returncode == 0 and "2 deliveries pending again" in r.stdout
+        await asyncio.to_thread(wait_until, lambda: len(receiver.events()) == 2, "not retried")
+        assert dead() == []
+        bad = run(tmp_path, *data, "events", "retry")
+        assert bad.returncode == 1 and "--all-dead" in bad.stderr
+    finally:
+        stop_live_server(server)
+        receiver.close()
+
+
+async def test_history_says_who_logged_in_and_what_they_touched(
+    atomic: LiveServer, receiver: Receiver
+) -> None:
+    user = atomic.add_user()
+    with pytest.raises(Exception):  # noqa: B017 (asyncssh's auth error)
+        await atomic.connect(user, client_keys=None, password="wrong")
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        await sftp.mkdir("/d")
+        async with sftp.open("/d/a.txt", "wb") as f:
+            await f.write(b"hello")
+        async with sftp.open("/d/a.txt", "rb") as f:
+            await f.read()
+        await sftp.rename("/d/a.txt", "/d/b.txt")
+        await sftp.remove("/d/b.txt")
+    data = ("--data-dir", str(atomic.settings.data_dir))
+
+    def listed(*args: str) -> list[dict[str, Any]]:
+        r = run(atomic.tmp, *data, "events", "list", "--user", user.name, "--json", *args)
+        assert r.returncode == 0, r.stderr
+        return list(json.loads(r.stdout))
+
+    await asyncio.to_thread(wait_until, lambda: listed("--type", "logout"), "no logout")
+    names = [e["name"] for e in listed()]
+    assert names == ["login-failed", "login", "mkdir", "upload", "download", "rename", "delete",
+                     "logout"]  # fmt: skip
+    failed, ok = listed("--type", "login-failed", "--type", "login")
+    assert (failed["method"], failed["addr"]) == ("password", "127.0.0.1")
+    assert (ok["method"], ok["addr"]) == ("publickey", "127.0.0.1")
+    assert [e["name"] for e in listed("--path", "/d/*")] == ["upload", "download", "rename",
+                                                             "delete"]  # fmt: skip
+    assert listed("--since", "1h") and listed("--since", "2099-01-01") == []
+    text = run(atomic.tmp, *data, "events", "list", "--user", user.name, "--type", "rename")
+    assert "/d/a.txt -> /d/b.txt" in text.stdout and "1 delivered" in text.stdout
+    bad = run(atomic.tmp, *data, "events", "list", "--type", "uplaod")
+    assert bad.returncode == 1 and "unknown event type 'uplaod'" in bad.stderr
+
+
+async def test_history_is_pruned_after_its_retention(tmp_path: Path) -> None:
+    server = start_live_server(tmp_path, history_days=2 / 86400)  # two seconds
+    try:
+        user = server.add_user()
+        async with server.connect(user) as conn, conn.start_sftp_client() as sftp:
+            await sftp.mkdir("/old")
+
+        def kept() -> int:
+            return len(server.call(server.service.store.query_events(EventQuery(user=user.name))))
+
+        assert kept() >= 2  # login, mkdir
+        await asyncio.to_thread(wait_until, lambda: kept() == 0, "never pruned", 20)
+    finally:
+        stop_live_server(server)
