@@ -276,6 +276,10 @@ async def put_file(
     segmented = bool(pool and len(pool) > 1 and size >= opts.segment_min)
     mark = Checkpoint("up", remote, lpath, rpath, size) if segmented else None
     target = part_name(rpath) if segmented else rpath
+    if segmented and opts.resume and await _adopt(remote, lpath, rpath, target, size, report):
+        report.files += 1  # already complete and proven: nothing to send
+        report.resumed_from += size
+        return
 
     async def start_at(resume: bool, _sum: RemoteSum | None) -> int:
         keep = mark.frontier() if mark is not None and resume else None
@@ -294,6 +298,29 @@ async def put_file(
         await _publish(remote, target, rpath)
         mark.finish()
         report.segmented += 1
+
+
+async def _adopt(
+    remote: Remote, lpath: str, rpath: str, part: str, size: int, report: Report
+) -> bool:
+    """Before a split upload resumes: with no part file, a proven prefix of the source under
+    the target's name (a one-stream upload that was cut, or another client's) becomes the
+    part file, to continue from. True when the target is already the whole source."""
+    try:
+        await remote.sftp.stat(part)
+        return False  # resume from the part file
+    except asyncssh.SFTPNoSuchFile:
+        pass
+    try:
+        have = (await remote.sftp.stat(rpath)).size or 0
+    except asyncssh.SFTPNoSuchFile:
+        return False
+    if not 0 < have <= size or not await _remote_matches(remote, rpath, lpath, have, True, report):
+        return False  # not a part of this file: it stays until the new one replaces it
+    if have == size:
+        return True
+    await _publish(remote, rpath, part)
+    return False
 
 
 def part_name(rpath: str) -> str:

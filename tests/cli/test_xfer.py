@@ -297,20 +297,22 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_file(
     proc = subprocess.Popen(xfer.cmd("put", "big.bin"), env=xfer.env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=interruptible)  # fmt: skip
+    part = user.home / ".big.bin.xfer-part"  # four connections: written under a part name
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if (user.home / "big.bin").exists() and (user.home / "big.bin").stat().st_size > 1 << 20:
+        if part.exists() and part.stat().st_size > 1 << 20:
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip() == "xfer: interrupted"
-    partial = (user.home / "big.bin").stat().st_size  # cut at its first gap on the way out
+    assert not (user.home / "big.bin").exists()  # nothing partial under the final name
+    partial = part.stat().st_size  # cut at its first gap on the way out
     r = xfer("--json", "put", "--resume", "big.bin")
     assert json.loads(ok(r))["resumed_from"] == partial > 0, r.stderr
     assert "differs" not in r.stderr
-    assert (user.home / "big.bin").read_bytes() == data
+    assert (user.home / "big.bin").read_bytes() == data and not part.exists()
 
 
 # -- a plain OpenSSH server -----------------------------------------------------------
@@ -598,6 +600,7 @@ def test_one_big_file_in_segments_and_resumed(
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert not (user.home / "big.bin").exists()  # the stripes went to .big.bin.xfer-part
     out = json.loads(ok(xfer("--json", "put", "-j", "4", "--resume", "big.bin")))
     assert out["resumed_from"] >= 4 * 8 * 1024 * 1024
     assert (user.home / "big.bin").read_bytes() == data

@@ -20,6 +20,7 @@ import pytest
 from sftpd.core.quota import scan_home
 from sftpd.store import folder_account
 from tests.support import Serve, Xfer, known_hosts, run
+from tests.support.receiver import Receiver, wait_until
 
 MiB = 1024 * 1024
 NODE_ARGS = (
@@ -163,3 +164,43 @@ async def test_two_nodes_share_quota_users_blocks_and_survive_a_dead_node(
             if node.proc.poll() is None:
                 code, err = node.stop()
                 assert code == 0, err
+
+
+async def test_two_nodes_deliver_each_event_once(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads through both nodes while the receiver is down: when it comes back both nodes
+    race for the backlog (FOR UPDATE SKIP LOCKED, leases), and each event arrives once."""
+    receiver = Receiver(down=True)
+    conf = tmp_path / "sftpd.toml"
+    conf.write_text(f'[[hooks]]\nevents = ["upload"]\nurl = "{receiver.url}"\nbackoff_max = 1\n')
+    monkeypatch.setenv("SFTPD_DB", pg_url)
+    monkeypatch.setenv("SFTPD_CONFIG", str(conf))
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert run(tmp_path, "user", "add", "nina", "--key", f"{key}.pub").returncode == 0
+    a, b = Serve(tmp_path, *NODE_ARGS), Serve(tmp_path, *NODE_ARGS)
+    try:
+        hosts_a, hosts_b = known_hosts(tmp_path, a.port), tmp_path / "known_hosts_b"
+        hosts_b.write_text(hosts_a.read_text().replace(f"]:{a.port} ", f"]:{b.port} "))
+
+        async def upload(port: int, hosts: Path, prefix: str) -> None:
+            async with connect(port, hosts, key) as conn, conn.start_sftp_client() as sftp:
+                for i in range(60):
+                    async with sftp.open(f"{prefix}{i}", "wb") as f:
+                        await f.write(b"x")
+
+        await asyncio.gather(upload(a.port, hosts_a, "a"), upload(b.port, hosts_b, "b"))
+        receiver.down = False
+        await asyncio.to_thread(wait_until, lambda: len(receiver.events()) >= 120, "lost", 60)
+        await asyncio.sleep(3)  # a second delivery of any would arrive by now
+        ids = [e["id"] for e in receiver.events()]
+        assert len(ids) == len(set(ids)) == 120
+        assert {e["path"] for e in receiver.events()} == {
+            f"/{p}{i}" for p in "ab" for i in range(60)
+        }
+    finally:
+        for node in (a, b):
+            code, err = node.stop()
+            assert code == 0, err
+        receiver.close()
