@@ -3,7 +3,8 @@ costs and how fast it delivers (docs/automation.md).
 
 1. Small files, A/B in one run: ``sftp put -r`` of N x 4 KiB to sftpd at REF (default: the
    last commit before the outbox) and to this tree, alternating, default workers; this tree
-   also with one webhook. Medians of files/s and the ratio to REF.
+   also with one webhook. Medians of files/s and of the servers' CPU per file, and the
+   ratios to REF.
 2. Recording: events per second the bus records into SQLite (10,000 emitted at once).
 3. Delivery latency with a healthy receiver: from an upload's event time to the POST's
    arrival, p50 and p99 over N sequential uploads.
@@ -38,7 +39,9 @@ def start_server(
     data.mkdir()
     env = {**os.environ, "PYTHONPATH": str(code)}
     if url:
-        (data / "c.toml").write_text(f'[[hooks]]\nevents = ["upload"]\nurl = "{url}"\n')
+        (data / "c.toml").write_text(
+            f'[[hooks]]\nevents = ["upload"]\nurl = "{url}"\nbackoff_max = 2\n'
+        )
         env["SFTPD_CONFIG"] = str(data / "c.toml")
     base = [sys.executable, "-m", "sftpd", "--data-dir", str(data), "--keys-dir", str(data / "k")]
     subprocess.run([*base, "user", "add", "bench", "--key", str(pub), "--quota", "unlimited"],
@@ -76,24 +79,29 @@ def small_files(tmp: Path, key: Path, before: Path, reps: int, files: int) -> No
                "after": start_server(ROOT, tmp, "after", pub),
                "after+webhook": start_server(ROOT, tmp, "hooked", pub, receiver.url)}  # fmt: skip
     rates: dict[str, list[float]] = {name: [] for name in servers}
+    cpus: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for rep in range(reps):
             order = list(servers) if rep % 2 == 0 else list(servers)[::-1]
             for name in order:
-                port = servers[name].port  # type: ignore[attr-defined]
-                secs = sftp_put(port, key, f"put -r {tree} t{rep}\n")
+                proc = servers[name]
+                before_cpu = _cpu(proc.pid)
+                secs = sftp_put(proc.port, key, f"put -r {tree} t{rep}\n")  # type: ignore[attr-defined]
                 rates[name].append(files / secs)
+                cpus[name].append((_cpu(proc.pid) - before_cpu) / files * 1e6)
     finally:
         for proc in servers.values():
             proc.terminate()
             proc.wait()
         receiver.close()
     base = statistics.median(rates["before"])
+    base_cpu = statistics.median(cpus["before"])
     print(f"\n1. {files:,} x 4 KiB put -r, {reps} reps"
           " (files/s, median (min-max), ratio to before)")  # fmt: skip
     for name, values in rates.items():
-        med = statistics.median(values)
-        print(f"   {name:<14} {med:8.0f} ({min(values):.0f}-{max(values):.0f})  {med / base:.3f}")
+        med, cpu = statistics.median(values), statistics.median(cpus[name])
+        print(f"   {name:<14} {med:8.0f} ({min(values):.0f}-{max(values):.0f})  {med / base:.3f}"
+              f"   server CPU {cpu:6.0f} us/file  {cpu / base_cpu:.3f}")  # fmt: skip
 
 
 async def recording(tmp: Path, n: int = 10_000) -> None:
@@ -168,6 +176,15 @@ def latency_and_burst(tmp: Path, key: Path, files: int, burst: int) -> None:
         proc.terminate()
         proc.wait()
         receiver.close()
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a server and its workers so far."""
+    total = 0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _tree(pid: int) -> list[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import shutil
@@ -106,10 +107,11 @@ class Metrics:
     def event(self, event: Event) -> None:
         """An event from the bus: transfers, logins, quota."""
         name = event.name
-        if name in ("upload", "download", "upload-failed", "download-failed"):
-            direction = name.split("-")[0]
+        if name in ("upload", "download", "upload-failed", "download-failed", "upload-part"):
+            direction, _, how = name.partition("-")
             self.bytes.labels(direction).inc(event.bytes or 0)
-            self.transfers.labels(direction, "failed" if "-" in name else "completed").inc()
+            outcome = {"": "completed", "failed": "failed", "part": "part"}[how]
+            self.transfers.labels(direction, outcome).inc()
         elif name == "login":
             self.logins.labels(event.method or "unknown", "ok").inc()
         elif name == "login-failed":
@@ -175,7 +177,7 @@ class TimedStore:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if not callable(attr) or name.startswith("_"):
+        if not inspect.iscoroutinefunction(attr) or name.startswith("_"):
             return attr
         child = self._histogram.labels(name)
 

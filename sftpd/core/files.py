@@ -149,6 +149,11 @@ class OpenFile:
         self.failed = False  # a write was refused (quota) or failed: not a complete upload
         self.final_size = 0
 
+    @property
+    def ledger(self) -> QuotaLedger | None:
+        """The ledger counting this file (writers only)."""
+        return self._ledger
+
     def read(self, offset: int, size: int) -> bytes:
         if not self.mode.read:
             raise PermissionDenied("permission denied: file not open for reading")
@@ -266,6 +271,7 @@ class OpenFile:
             os.close(self.fd)
         self.final_size = st.st_size
         if self._ledger is not None and self._inode is not None:
-            await self._ledger.close_inode(self._inode, st, noted)
+            # With a finish to come, it flushes: its event rides in the same store write.
+            await self._ledger.close_inode(self._inode, st, noted, flush=self._finish is None)
         if self._finish is not None:
             await self._finish(self, completed)

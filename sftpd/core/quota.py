@@ -385,11 +385,13 @@ class QuotaLedger:
         return inode
 
     async def close_inode(
-        self, inode: Inode, final: os.stat_result | None, noted: int | None = None
-    ) -> None:
+        self, inode: Inode, final: os.stat_result | None, noted: int | None = None,
+        *, flush: bool = True,
+    ) -> None:  # fmt: skip
         """A handle is closed; ``final`` is its file's fstat then and ``noted`` its
         SHRUNK_XATTR. What others took off meanwhile is no longer counted here, and a
-        file whose last name they removed settles to nothing."""
+        file whose last name they removed settles to nothing. ``flush=False``: the caller
+        flushes before it answers (with the close's event in the same store write)."""
         if final is not None:
             if noted is not None and noted > inode.noted:
                 inode.counted = max(0, inode.counted - (noted - inode.noted))
@@ -400,7 +402,8 @@ class QuotaLedger:
         self.writers -= 1
         if inode.refs == 0:
             self.inodes.pop(inode.key, None)
-        await self.flush_or_defer()
+        if flush:
+            await self.flush_or_defer()
 
     async def resize(self, inode: Inode, size: int) -> None:
         """The inode now has ``size`` bytes: grow (may raise) or shrink to match."""

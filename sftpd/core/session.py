@@ -44,7 +44,7 @@ from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted, note_shrink, noted_shrink
 from sftpd.core.uploads import in_progress, is_temp, temp_name
-from sftpd.events import Emit, Event, no_emit
+from sftpd.events import Done, Emit, Event, no_emit
 
 audit = logging.getLogger("sftpd.audit")
 
@@ -269,27 +269,38 @@ class Session:
     async def _finished(
         self, place: Callable[[bool], Awaitable[None]] | None, f: OpenFile, completed: bool
     ) -> None:
-        """After a file's close: an atomic upload goes into place, then the event."""
-        if place is not None:
-            try:
+        """After a file's close: an atomic upload goes into place, then the event, then
+        the usage write the close left to us (the event rides in it where the store can),
+        and only then the answer."""
+        failure: SftpdError | None = None
+        try:
+            if place is not None:
                 with self._op("close"):
                     await place(completed)
-            except SftpdError:
-                f.failed = True
-                await self._file_event(f, completed)
-                raise
-        await self._file_event(f, completed)
+        except SftpdError as exc:
+            f.failed, failure = True, exc
+        except BaseException:  # cancelled: what the close changed is written later
+            if f.ledger is not None:
+                f.ledger.settle_soon()
+            raise
+        recorded = self._file_event(f, completed)
+        if f.ledger is not None:
+            await f.ledger.flush_or_defer()
+        await recorded
+        if failure is not None:
+            raise failure
 
-    async def _file_event(self, f: OpenFile, completed: bool) -> None:
+    def _file_event(self, f: OpenFile, completed: bool) -> Awaitable[None]:
         """``upload`` or ``download`` (``-failed``), recorded before the close is answered.
-        A file written under an in-progress name is not an upload yet (see rename)."""
+        A file written under an in-progress name is ``upload-part``: not an upload yet (see
+        rename), but in the history all the same."""
         if self.protocol == "exec" and not f.mode.write:
-            return  # a checksum command's read
+            return Done()  # a checksum command's read
         name = "upload" if f.mode.write else "download"
         done = completed and not f.failed
         if done and f.mode.write and in_progress(_parts(f.vpath)[-1]):
-            return
-        await self.emit(
+            name = "upload-part"
+        return self.emit(
             Event(
                 name if done else f"{name}-failed",
                 self.user,

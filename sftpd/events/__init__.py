@@ -11,11 +11,12 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 EVENT_NAMES = (
     "upload",  # a complete file is under its final name (see Event), once
+    "upload-part",  # a written file closed under an in-progress name (not an upload yet)
     "download",  # a file read by the client was closed
     "upload-failed",  # the session ended without a close, or a write was refused
     "download-failed",  # the session ended without a close
@@ -39,8 +40,8 @@ class Event:
     ``upload`` means a complete file is under its final name: a written file closed by the
     client (after an atomic rename, if any), or a file renamed from an in-progress name
     (``.NAME.xfer-part``, ``*.partial``, ``*.filepart``: sftpd.core.uploads) to a final one,
-    as xfer, rclone and WinSCP finish theirs. Files closed under an in-progress name give no
-    event.
+    as xfer, rclone and WinSCP finish theirs. A file closed under an in-progress name gives
+    ``upload-part`` instead: the history shows it, hooks on ``upload`` do not see it.
 
     The user owns everything below ``local_root`` and may swap a directory of
     ``local_path`` for a link after the event: a hook resolves it beneath the root
@@ -62,7 +63,11 @@ class Event:
     method: str = ""  # login, login-failed: publickey, password, ...
     sha256: str = ""  # upload: the file's digest, when the server computed it anyway
     time: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: new_event_id())
+    id: str = ""  # given at creation from ``time`` (see new_event_id)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", new_event_id(self.time))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
@@ -71,16 +76,17 @@ class Event:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        return {k: v for k, v in vars(self).items() if v != "" and v is not None}
 
     def env(self) -> dict[str, str]:
         """``SFTPD_EVENT_NAME``, ``SFTPD_EVENT_USER``, ... for a command."""
         return {f"SFTPD_EVENT_{k.upper()}": str(v) for k, v in self.to_dict().items()}
 
 
-def new_event_id() -> str:
-    """24 hex digits: milliseconds since the epoch, then 48 random bits (sorts by time)."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+def new_event_id(at: float) -> str:
+    """24 hex digits: the event's milliseconds since the epoch, then 48 random bits: ids
+    sort by time, and the store's id index serves as its time index."""
+    return f"{max(0, int(at * 1000)):012x}{secrets.token_hex(6)}"
 
 
 #: Emit an event; the result is done when the event is recorded (awaiting it is how an

@@ -3,10 +3,13 @@ sftpd/store/outbox.py), and delivered to hooks from there, at least once.
 
 ``emit`` never blocks and never fails. Its result is done when the event is recorded:
 the session awaits it before answering the operation, so a client that saw an upload
-succeed knows its event survives a crash. Events emitted in one loop turn share one
-transaction. While the store cannot record them they wait in memory (at most ``buffer``;
-beyond that new ones are dropped, logged and counted) and a waiter stops waiting after
-:data:`RECORD_WAIT`: a store outage slows operations down, it does not stop them.
+succeed knows its event survives a crash. On SQLite an event is recorded on the spot when
+the database is free this instant (one short transaction on the loop, as the ledger's
+writes); otherwise, and on PostgreSQL, a recorder task takes every event emitted in one
+loop turn in one transaction. While the store cannot record them they wait in memory (at
+most ``buffer``; beyond that new ones are dropped, logged and counted) and a waiter stops
+waiting after :data:`RECORD_WAIT`: a store outage slows operations down, it does not stop
+them.
 
 Each hook has a :class:`Courier`: it claims due deliveries of its hook (leased, so no other
 process or node attempts them meanwhile), runs at most ``concurrency`` at once and records
@@ -25,7 +28,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any
 
 import httpx
@@ -51,18 +54,15 @@ PRUNE_EVERY = 3600.0  # seconds between two prunes of the history (at most)
 
 
 class Recording:
-    """What ``emit`` returns: awaiting it waits (up to RECORD_WAIT) for the event to be
-    recorded. Not awaiting it is fine: recording goes on."""
+    """What ``emit`` returns: awaiting it waits for the event to be recorded (or for the
+    recorder to give up waiting, after RECORD_WAIT of store failures). Not awaiting it is
+    fine: recording goes on."""
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
 
     def __await__(self) -> Generator[Any, None, None]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.future), RECORD_WAIT)
+        return self.future.__await__()
 
 
 class EventBus:
@@ -89,6 +89,7 @@ class EventBus:
         self._couriers: dict[str, Courier] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
+        self._stopped = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -107,6 +108,34 @@ class EventBus:
             tap(event)
         if self.store is None:
             return Done()
+        if self._stopped:  # the store is closing: nothing could record it any more
+            log.warning("event after stop: not recorded", extra={"event": event.name})
+            self.outcomes["dropped"] += 1
+            return Done()
+        if not self._pending:  # nothing queued ahead: the store's fast path if it has one
+            row = NewEvent(event.to_dict(), self._wanting(event))
+            recorded = asyncio.get_running_loop().create_future()
+            if self.store.record_events_soon(
+                [row], lambda exc: self._recorded(exc, row, event, recorded)
+            ):
+                return Recording(recorded)
+        return self._queue(event)
+
+    def _recorded(
+        self, exc: BaseException | None, row: NewEvent, event: Event,
+        recorded: asyncio.Future[None],
+    ) -> None:  # fmt: skip
+        """The fast path's outcome: done, or the event joins the queue (which retries)."""
+        if exc is not None:
+            self._pending.append((event, recorded))
+            if self._recorder is None:
+                self._recorder = asyncio.get_running_loop().create_task(self._record())
+            return
+        self._wake(row.hooks)
+        if not recorded.done():
+            recorded.set_result(None)
+
+    def _queue(self, event: Event) -> Awaitable[None]:
         if len(self._pending) >= self.buffer:
             log.warning("event buffer full: event dropped", extra={"event": event.name})
             self.outcomes["dropped"] += 1
@@ -125,7 +154,7 @@ class EventBus:
 
     async def _record(self) -> None:
         assert self.store is not None
-        delay = RECORD_RETRY
+        delay, failing_since = RECORD_RETRY, 0.0
         try:
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
@@ -135,18 +164,25 @@ class EventBus:
                 except StoreError as exc:
                     log.warning("cannot record events", extra={"error": str(exc),
                                 "waiting": len(self._pending)})  # fmt: skip
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since >= RECORD_WAIT:
+                        _release(self._pending)  # answer the operations; keep the events
                     await asyncio.sleep(delay)
                     delay = min(RECORD_RETRY_MAX, delay * 2)
                     continue
+                failing_since = 0.0
                 delay = RECORD_RETRY
                 del self._pending[: len(batch)]
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-                for key in {key for row in rows for key, _ in row.hooks}:
-                    self._couriers[key].wake.set()
+                _release(batch)
+                self._wake([hook for row in rows for hook in row.hooks])
         finally:
             self._recorder = None
+            if self._stopped:
+                _release(self._pending)
+
+    def _wake(self, hooks: Iterable[tuple[str, str]]) -> None:
+        for key in {key for key, _ in hooks}:
+            self._couriers[key].wake.set()
 
     def _wanting(self, event: Event) -> list[tuple[str, str]]:
         return [(h.key, h.label) for h in self.hooks if h.wants(event)]
@@ -185,6 +221,7 @@ class EventBus:
         if self._recorder is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._recorder), drain)
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -198,6 +235,12 @@ class EventBus:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _release(waiting: list[tuple[Event, asyncio.Future[None]]]) -> None:
+    for _, future in waiting:
+        if not future.done():
+            future.set_result(None)
 
 
 class Courier:

@@ -60,7 +60,7 @@ class Hook:
     horizon: float = HORIZON
     backoff_max: float = BACKOFF_MAX
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """How the store knows this hook across restarts and nodes (never the secret)."""
         what = [self.events, self.users, self.paths, self.command, self.url]

@@ -123,11 +123,12 @@ SQLITE_STEPS.append(
 )
 
 SQLITE_STEPS.append(
-    # 7: the outbox and history (sftpd/store/outbox.py). events: every event, its JSON in
-    # data; deliveries: each hook's delivery of one, leased by a holder while attempted.
+    # 7: the outbox and history (sftpd/store/outbox.py). events: every event, the fields
+    # not in columns as JSON in data; id starts with the time (its index serves both);
+    # deliveries: each hook's delivery of one, leased by a holder while attempted.
     """
     CREATE TABLE events (
-        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq  INTEGER PRIMARY KEY,
         id   TEXT NOT NULL UNIQUE,
         time REAL NOT NULL,
         name TEXT NOT NULL,
@@ -135,7 +136,6 @@ SQLITE_STEPS.append(
         path TEXT NOT NULL DEFAULT '',
         data TEXT NOT NULL
     );
-    CREATE INDEX events_time ON events (time);
     CREATE INDEX events_user ON events (user, seq);
     CREATE TABLE deliveries (
         event_seq   INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
@@ -257,7 +257,6 @@ POSTGRES_STEPS.append(
         path   TEXT NOT NULL DEFAULT '',
         data   TEXT NOT NULL
     );
-    CREATE INDEX events_time ON events (time);
     CREATE INDEX events_user ON events ("user", seq);
     CREATE TABLE deliveries (
         event_seq   BIGINT NOT NULL REFERENCES events(seq) ON DELETE CASCADE,

@@ -11,7 +11,8 @@ run out).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -86,6 +87,13 @@ class Outbox(Protocol):
         """Record events and a pending delivery per hook that wants each, in one
         transaction (all or none)."""
 
+    def record_events_soon(
+        self, events: Sequence[NewEvent], done: Callable[[BaseException | None], None]
+    ) -> bool:
+        """Optional fast path: record with the next usage write of this loop turn (one
+        commit for a close's usage and its event) or alone at its end, then call ``done``
+        with None or the error. False: the store has none (use :meth:`record_events`)."""
+
     async def claim_deliveries(
         self, hook: str, holder: str, now: float, lease: float, limit: int
     ) -> list[Claimed]:
@@ -119,10 +127,31 @@ def summary(deliveries: Sequence[Delivery]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
-def event_columns(e: NewEvent) -> tuple[Any, ...]:
-    """id, time, name, user, path: the columns a query filters on."""
+_COLUMNS = ("id", "time", "name", "user", "path")
+
+
+def packed(e: NewEvent) -> tuple[Any, ...]:
+    """id, time, name, user, path (the columns queries filter on) and the rest as JSON: a
+    row as small as it can be, since each event is written before its operation answers."""
     d = e.data
-    return d["id"], d["time"], d["name"], d["user"], d.get("path", "")
+    rest = {k: v for k, v in d.items() if k not in _COLUMNS}
+    return d["id"], d["time"], d["name"], d["user"], d.get("path", ""), json.dumps(rest)
+
+
+def unpacked(row: Sequence[Any]) -> dict[str, Any]:
+    """The event's dict from (id, time, name, user, path, data)."""
+    data: dict[str, Any] = json.loads(row[5])
+    data.update(id=row[0], time=row[1], name=row[2], user=row[3])
+    if row[4]:
+        data["path"] = row[4]
+    return data
+
+
+def id_floor(t: float) -> str:
+    """The smallest event id of an event at ``t`` or later (ids start with the milliseconds
+    since the epoch in 12 hex digits, sftpd.events.new_event_id): the id index is the time
+    index too."""
+    return f"{max(0, int(t * 1000)):012x}"
 
 
 def stats_of(by_hook: dict[str, list[int]], oldest: float | None) -> OutboxStats:

@@ -7,7 +7,6 @@ another's lock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,9 +20,13 @@ from sftpd.store.outbox import (
     OutboxStats,
     State,
     StoredEvent,
-    event_columns,
+    id_floor,
+    packed,
     stats_of,
+    unpacked,
 )
+
+_SELECT = 'id, time, name, "user", path, data'
 
 T = TypeVar("T")
 
@@ -33,7 +36,7 @@ FROM (SELECT event_seq, hook FROM deliveries WHERE hook=$4 AND state='pending'
       AND next_at<=$1 AND lease_until<=$1 ORDER BY next_at, event_seq LIMIT $5
       FOR UPDATE SKIP LOCKED) due, events e
 WHERE d.event_seq=due.event_seq AND d.hook=due.hook AND e.seq=d.event_seq
-RETURNING d.event_seq, d.attempts, e.data
+RETURNING d.event_seq, d.attempts, e.id, e.time, e.name, e."user", e.path, e.data
 """
 
 
@@ -50,7 +53,7 @@ class PostgresOutbox:
                 seq = await c.fetchval(
                     'INSERT INTO events (id, time, name, "user", path, data)'
                     " VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                    *event_columns(e), json.dumps(e.data),
+                    *packed(e),
                 )  # fmt: skip
                 if e.hooks:
                     await c.executemany(
@@ -61,12 +64,17 @@ class PostgresOutbox:
 
         await self._tx(q)
 
+    def record_events_soon(
+        self, events: Sequence[NewEvent], done: Callable[[BaseException | None], None]
+    ) -> bool:
+        return False  # every PostgreSQL call is a round trip: the recorder batches them
+
     async def claim_deliveries(
         self, hook: str, holder: str, now: float, lease: float, limit: int
     ) -> list[Claimed]:
         async def q(c: Any) -> list[Claimed]:
             rows = await c.fetch(_CLAIM, now, lease, holder, hook, limit)
-            return [Claimed(r[0], hook, r[1], json.loads(r[2])) for r in rows]
+            return [Claimed(r[0], hook, r[1], unpacked(r[2:])) for r in rows]
 
         return await self._tx(q)
 
@@ -87,21 +95,21 @@ class PostgresOutbox:
 
         async def q(c: Any) -> list[StoredEvent]:
             rows = await c.fetch(
-                f"SELECT seq, data FROM events WHERE {where} ORDER BY seq DESC"  # noqa: S608 (fixed clauses, bound values)
+                f"SELECT seq, {_SELECT} FROM events WHERE {where} ORDER BY seq DESC"  # noqa: S608 (fixed clauses, bound values)
                 f" LIMIT ${len(args) + 1}",
                 *args, query.limit,
             )  # fmt: skip
-            return [StoredEvent(r[0], json.loads(r[1]), await _deliveries(c, r[0]))
+            return [StoredEvent(r[0], unpacked(r[1:]), await _deliveries(c, r[0]))
                     for r in rows[::-1]]  # fmt: skip
 
         return await self._run(q)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         async def q(c: Any) -> StoredEvent | None:
-            row = await c.fetchrow("SELECT seq, data FROM events WHERE id=$1", event_id)
+            row = await c.fetchrow(f"SELECT seq, {_SELECT} FROM events WHERE id=$1", event_id)  # noqa: S608
             if row is None:
                 return None
-            return StoredEvent(row[0], json.loads(row[1]), await _deliveries(c, row[0]))
+            return StoredEvent(row[0], unpacked(row[1:]), await _deliveries(c, row[0]))
 
         return await self._run(q)
 
@@ -124,9 +132,9 @@ class PostgresOutbox:
             while True:
                 status = await c.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE"
-                    " time < $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE"
+                    " id < $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE"
                     " event_seq=e.seq AND state='pending') LIMIT $2)",
-                    before, PAGE,
+                    id_floor(before), PAGE,
                 )  # fmt: skip
                 n = int(status.split()[-1])
                 total += n
@@ -165,7 +173,7 @@ def _where(query: EventQuery) -> tuple[str, tuple[Any, ...]]:
     if query.names:
         clauses.append(f"name = ANY({arg(list(query.names))}::text[])")
     if query.since is not None:
-        clauses.append(f"time>={arg(query.since)}")
+        clauses.append(f"id>={arg(id_floor(query.since))}")
     if query.path_prefix:
         clauses.append(f"left(path, {arg(len(query.path_prefix))})={arg(query.path_prefix)}")
     if query.state is not None:

@@ -36,7 +36,7 @@ from sftpd.store import (
     next_strike,
 )
 from sftpd.store.migrations import SQLITE_STEPS
-from sftpd.store.sqlite_outbox import SqliteOutbox
+from sftpd.store.sqlite_outbox import Riders, SqliteOutbox, insert_events, rows_of, settle
 from sftpd.store.sqlite_outbox import transaction as _transaction
 
 T = TypeVar("T")
@@ -71,6 +71,9 @@ class SqliteStore(SqliteOutbox):
         self._inline = inline  # used on the event loop only; never waits for a lock
         self._inline_commits = 0
         self._checkpoint: asyncio.Task[None] | None = None
+        self._riders: Riders = []  # events to record with the next usage write (outbox)
+        self._rider_flush: asyncio.Handle | None = None
+        self._rider_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -111,16 +114,24 @@ class SqliteStore(SqliteOutbox):
     async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a short write transaction on the loop if the database lock is free
         this instant (busy timeout 0), else in the thread like any other query."""
+        done, result = self._try_now(fn)
+        if not done:  # locked by someone else, or worse: let the thread say
+            return await self._run(fn)
+        return result  # type: ignore[return-value]
+
+    def _try_now(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """Run a short write transaction on the loop now if the database lock is free this
+        instant: (True, result), else (False, None) and nothing was written."""
         try:
             result = fn(self._inline)
-        except sqlite3.OperationalError:  # locked by someone else, or worse: let the thread say
+        except sqlite3.OperationalError:
             if self._inline.in_transaction:
                 self._inline.execute("ROLLBACK")
-            return await self._run(fn)
+            return False, None
         self._inline_commits += 1
         if self._inline_commits % CHECKPOINT_EVERY == 0 and self._checkpoint is None:
             self._checkpoint = asyncio.get_running_loop().create_task(self._checkpoint_wal())
-        return result
+        return True, result
 
     async def _checkpoint_wal(self) -> None:
         """Fold the WAL into the database file in the thread, which may fsync."""
@@ -308,6 +319,8 @@ class SqliteStore(SqliteOutbox):
     async def apply(
         self, name: str, holder: str, *, used: int = 0, files: int = 0, reserved: int = 0
     ) -> None:
+        riders = self._take_riders()  # a close's event: one commit for both
+
         def q(c: sqlite3.Connection) -> None:
             with _transaction(c):
                 c.execute(
@@ -319,8 +332,15 @@ class SqliteStore(SqliteOutbox):
                     _reduce_reservation(c, name, holder, -reserved)
                 elif reserved:
                     _add_reservation(c, name, holder, reserved)
+                insert_events(c, rows_of(riders))
 
-        await self._run_short(q)
+        try:
+            await self._run_short(q)
+        except BaseException:
+            for events, done in riders:  # they go alone at the end of the turn
+                self.record_events_soon(events, done)
+            raise
+        settle(riders, None)
 
     async def create_file(self, name: str, default_quota: int) -> str | None:
         def q(c: sqlite3.Connection) -> str | None:

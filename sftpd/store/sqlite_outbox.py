@@ -7,7 +7,7 @@ RETURNING`` under SQLite's write lock, so two processes never take the same deli
 
 from __future__ import annotations
 
-import json
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -22,9 +22,13 @@ from sftpd.store.outbox import (
     OutboxStats,
     State,
     StoredEvent,
-    event_columns,
+    id_floor,
+    packed,
     stats_of,
+    unpacked,
 )
+
+_SELECT = "id, time, name, user, path, data"
 
 T = TypeVar("T")
 
@@ -42,7 +46,25 @@ class transaction:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+Done = Callable[[BaseException | None], None]
+Riders = list[tuple[Sequence[NewEvent], Done]]
+
+
+def rows_of(riders: Riders) -> list[NewEvent]:
+    return [e for events, _ in riders for e in events]
+
+
+def settle(riders: Riders, exc: BaseException | None) -> None:
+    """Tell the waiters: recorded (None), or why not."""
+    for _, done in riders:
+        done(exc)
+
+
 class SqliteOutbox:
+    _riders: Riders
+    _rider_flush: asyncio.Handle | None
+    _rider_tasks: set[asyncio.Task[None]]
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
@@ -50,21 +72,39 @@ class SqliteOutbox:
         raise NotImplementedError
 
     async def record_events(self, events: Sequence[NewEvent]) -> None:
-        def q(c: sqlite3.Connection) -> None:
-            with transaction(c):
-                for e in events:
-                    (seq,) = c.execute(
-                        "INSERT INTO events (id, time, name, user, path, data)"
-                        " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-                        (*event_columns(e), json.dumps(e.data)),
-                    ).fetchone()
-                    c.executemany(
-                        "INSERT INTO deliveries (event_seq, hook, label, next_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        [(seq, key, label, e.data["time"]) for key, label in e.hooks],
-                    )
+        await self._run_short(lambda c: _record(c, events))
 
-        await self._run_short(q)
+    def record_events_soon(self, events: Sequence[NewEvent], done: Done) -> bool:
+        """Record with the next usage write this process makes in this turn of the loop (a
+        close's: one commit for both), or alone at the end of the turn; ``done(None)`` or
+        ``done(error)`` is called as soon as it is known."""
+        self._riders.append((events, done))
+        if self._rider_flush is None:
+            self._rider_flush = asyncio.get_running_loop().call_soon(self._flush_riders)
+        return True
+
+    def _take_riders(self) -> Riders:
+        riders, self._riders = self._riders, []
+        if self._rider_flush is not None:
+            self._rider_flush.cancel()
+            self._rider_flush = None
+        return riders
+
+    def _flush_riders(self) -> None:
+        self._rider_flush = None
+        riders = self._take_riders()
+        if riders:
+            task = asyncio.get_running_loop().create_task(self._record_riders(riders))
+            self._rider_tasks.add(task)
+            task.add_done_callback(self._rider_tasks.discard)
+
+    async def _record_riders(self, riders: Riders) -> None:
+        try:
+            await self._run_short(lambda c: _record(c, rows_of(riders)))
+        except BaseException as exc:
+            settle(riders, exc)
+            raise
+        settle(riders, None)
 
     async def claim_deliveries(
         self, hook: str, holder: str, now: float, lease: float, limit: int
@@ -81,11 +121,11 @@ class SqliteOutbox:
                 ).fetchall()
                 out = []
                 for seq, attempts in rows:
-                    (data,) = c.execute("SELECT data FROM events WHERE seq=?", (seq,)).fetchone()
-                    out.append(Claimed(seq, hook, attempts, json.loads(data)))
+                    row = c.execute(f"SELECT {_SELECT} FROM events WHERE seq=?", (seq,)).fetchone()  # noqa: S608
+                    out.append(Claimed(seq, hook, attempts, unpacked(row)))
                 return out
 
-        return await self._run(q)
+        return await self._run_short(q)
 
     async def finish_delivery(
         self, seq: int, hook: str, state: State, next_at: float, error: str, now: float
@@ -104,17 +144,17 @@ class SqliteOutbox:
 
         def q(c: sqlite3.Connection) -> list[StoredEvent]:
             rows = c.execute(
-                f"SELECT seq, data FROM events WHERE {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608 (fixed clauses, bound values)
+                f"SELECT seq, {_SELECT} FROM events WHERE {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608 (fixed clauses, bound values)
                 (*args, query.limit),
             ).fetchall()
-            return [StoredEvent(seq, json.loads(d), _deliveries(c, seq)) for seq, d in rows[::-1]]
+            return [StoredEvent(r[0], unpacked(r[1:]), _deliveries(c, r[0])) for r in rows[::-1]]
 
         return await self._run(q)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         def q(c: sqlite3.Connection) -> StoredEvent | None:
-            row = c.execute("SELECT seq, data FROM events WHERE id=?", (event_id,)).fetchone()
-            return None if row is None else StoredEvent(row[0], json.loads(row[1]),
+            row = c.execute(f"SELECT seq, {_SELECT} FROM events WHERE id=?", (event_id,)).fetchone()  # noqa: S608
+            return None if row is None else StoredEvent(row[0], unpacked(row[1:]),
                                                         _deliveries(c, row[0]))  # fmt: skip
 
         return await self._run(q)
@@ -135,9 +175,9 @@ class SqliteOutbox:
                 with transaction(c):
                     n = c.execute(
                         "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE"
-                        " time < ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE"
+                        " id < ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE"
                         " event_seq=e.seq AND state='pending') LIMIT ?)",
-                        (before, PAGE),
+                        (id_floor(before), PAGE),
                     ).rowcount
                 total += n
                 if n < PAGE:
@@ -161,6 +201,25 @@ class SqliteOutbox:
         return await self._run(q)
 
 
+def _record(c: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
+    with transaction(c):
+        insert_events(c, events)
+
+
+def insert_events(c: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
+    """The events and their deliveries, inside the caller's transaction."""
+    for e in events:
+        seq = c.execute(
+            "INSERT INTO events (id, time, name, user, path, data) VALUES (?, ?, ?, ?, ?, ?)",
+            packed(e),
+        ).lastrowid
+        if e.hooks:
+            c.executemany(
+                "INSERT INTO deliveries (event_seq, hook, label, next_at) VALUES (?, ?, ?, ?)",
+                [(seq, key, label, e.data["time"]) for key, label in e.hooks],
+            )
+
+
 def _where(query: EventQuery) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = ["1"]
     args: list[Any] = []
@@ -171,8 +230,8 @@ def _where(query: EventQuery) -> tuple[str, tuple[Any, ...]]:
         clauses.append(f"name IN ({','.join('?' * len(query.names))})")
         args.extend(query.names)
     if query.since is not None:
-        clauses.append("time>=?")
-        args.append(query.since)
+        clauses.append("id>=?")
+        args.append(id_floor(query.since))
     if query.path_prefix:
         clauses.append("substr(path, 1, ?)=?")
         args.extend((len(query.path_prefix), query.path_prefix))

@@ -77,6 +77,9 @@ def test_a_segmented_xfer_put_is_one_upload_event(
     assert not [e for e in receiver.events() if "xfer-part" in e.get("path", "")
                 and e["name"] == "upload"]  # fmt: skip
     assert list((user.home / "incoming").iterdir()) == []  # no part file left
+    history = atomic.call(atomic.service.store.query_events(EventQuery(user=user.name)))
+    parts = {e.data["path"] for e in history if e.data["name"] == "upload-part"}
+    assert parts == {"/incoming/.big.bin.xfer-part"}  # the history still shows who wrote it
 
 
 async def test_a_partial_name_renamed_is_the_upload_even_in_a_drop_box(
