@@ -14,10 +14,11 @@ them.
 Each hook has a :class:`Courier`: it claims due deliveries of its hook (leased, so no other
 process or node attempts them meanwhile), runs at most ``concurrency`` at once and records
 each outcome: delivered; pending again after a backoff doubling from :data:`RETRY_DELAY` up
-to the hook's ``backoff_max``; or dead past its ``horizon`` (or ``retries``). A slow hook
-delays only its own deliveries. A courier wakes when this process recorded an event for its
-hook and polls every :data:`POLL` seconds for the rest (other processes' events, retries
-that came due).
+to the hook's ``backoff_max``; or dead past its ``horizon`` (or ``retries``). The first
+success after a failure makes the hook's whole backlog due: a receiver back after an hour
+does not wait out an hour's backoff. A slow hook delays only its own deliveries. A courier
+wakes when this process recorded an event for its hook and polls every :data:`POLL` seconds
+for the rest (other processes' events, retries that came due).
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ class Courier:
         self.hook = hook
         self.bus = bus
         self.wake = asyncio.Event()
+        self.failing = False  # the last attempt failed: a success hurries the backlog
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -290,6 +292,13 @@ class Courier:
         event = Event.from_dict(c.data)
         outcome, why = await self.bus.deliver(self.hook, event)
         now = time.time()
+        if outcome == "ok" and self.failing:  # the receiver is back: no backoff for the rest
+            self.failing = False
+            with contextlib.suppress(StoreError):
+                await self.bus.store.hurry_deliveries(self.hook.key, now)  # type: ignore[union-attr]
+            self.wake.set()
+        elif outcome != "ok":
+            self.failing = True
         state, next_at = self._next(outcome, c.attempts, event, now)
         self.bus.count(self.hook, outcome)
         if state == "dead":

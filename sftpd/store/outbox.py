@@ -105,6 +105,10 @@ class Outbox(Protocol):
     ) -> None:
         """After an attempt: ``delivered``, ``dead``, or ``pending`` again from ``next_at``."""
 
+    async def hurry_deliveries(self, hook: str, now: float) -> int:
+        """Make every pending delivery of ``hook`` due now (its receiver answered again:
+        the backlog should not wait out its backoff)."""
+
     async def query_events(self, query: EventQuery) -> list[StoredEvent]:
         """Events matching ``query`` with their deliveries, oldest first."""
 

@@ -90,6 +90,17 @@ class PostgresOutbox:
 
         await self._run(q)
 
+    async def hurry_deliveries(self, hook: str, now: float) -> int:
+        async def q(c: Any) -> int:
+            status = await c.execute(
+                "UPDATE deliveries SET next_at=$1 WHERE hook=$2 AND state='pending'"
+                " AND next_at>$1",
+                now, hook,
+            )  # fmt: skip
+            return int(status.split()[-1])
+
+        return await self._run(q)
+
     async def query_events(self, query: EventQuery) -> list[StoredEvent]:
         where, args = _where(query)
 

@@ -139,6 +139,10 @@ class SqliteOutbox:
 
         await self._run_short(q)
 
+    async def hurry_deliveries(self, hook: str, now: float) -> int:
+        sql = "UPDATE deliveries SET next_at=? WHERE hook=? AND state='pending' AND next_at>?"
+        return await self._run(lambda c: c.execute(sql, (now, hook, now)).rowcount)
+
     async def query_events(self, query: EventQuery) -> list[StoredEvent]:
         where, args = _where(query)
 
