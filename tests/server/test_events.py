@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,11 @@ def atomic(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
     stop_live_server(server)
 
 
+def settled(server: LiveServer) -> None:
+    """Wait until the outbox holds no pending delivery (a repeat would have to be one)."""
+    wait_until(lambda: server.call(server.service.store.outbox_stats()).pending == 0, "pending")
+
+
 def mine(receiver: Receiver, user: User, name: str = "upload") -> list[dict[str, Any]]:
     return [e for e in receiver.events() if e["user"] == user.name and e["name"] == name]
 
@@ -70,7 +74,7 @@ def test_a_segmented_xfer_put_is_one_upload_event(
     wait_until(moved.exists, "the example hook never moved the file")
     assert moved.read_bytes() == data
     wait_until(lambda: mine(receiver, user), "no upload event")
-    time.sleep(1.5)  # a second (early or late) event would arrive by now
+    settled(atomic)  # every delivery made: no second event can still come
     [event] = mine(receiver, user)
     assert event["path"] == "/incoming/big.bin" and event["size"] == len(data)
     assert event["sha256"] == hashlib.sha256(data).hexdigest()  # what xfer had it compute
@@ -99,7 +103,7 @@ async def test_a_partial_name_renamed_is_the_upload_even_in_a_drop_box(
         with pytest.raises(asyncssh.SFTPPermissionDenied, match="rename not allowed"):
             await sftp.rename("/drop/w.txt", "/drop/v.txt")
     await asyncio.to_thread(wait_until, lambda: len(mine(receiver, user)) >= 2, "no uploads")
-    await asyncio.sleep(0.5)
+    await asyncio.to_thread(settled, atomic)
     uploads = mine(receiver, user)
     assert sorted((e["path"], e["size"]) for e in uploads) == [
         ("/drop/r.bin", 1000), ("/drop/w.txt", 1000)]  # fmt: skip
@@ -162,7 +166,7 @@ async def test_events_wait_in_the_store_across_a_restart(tmp_path: Path) -> None
     again = start_live_server(tmp_path, hooks=hooks)
     try:
         await asyncio.to_thread(wait_until, lambda: len(receiver.events()) >= 20, "lost", 30)
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(settled, again)
         ids = [e["id"] for e in receiver.events()]
         assert sorted(ids) == sorted(e.id for e in recorded) and len(set(ids)) == 20
         stats = again.call(again.service.store.outbox_stats())

@@ -193,7 +193,14 @@ async def test_two_nodes_deliver_each_event_once(
         await asyncio.gather(upload(a.port, hosts_a, "a"), upload(b.port, hosts_b, "b"))
         receiver.down = False
         await asyncio.to_thread(wait_until, lambda: len(receiver.events()) >= 120, "lost", 60)
-        await asyncio.sleep(3)  # a second delivery of any would arrive by now
+        deadline = time.monotonic() + 30  # until none is pending, so none can come again
+        db = await asyncpg.connect(pg_url)
+        try:
+            while await db.fetchval("SELECT count(*) FROM deliveries WHERE state <> 'delivered'"):
+                assert time.monotonic() < deadline, "deliveries still pending"
+                await asyncio.sleep(0.1)
+        finally:
+            await db.close()
         ids = [e["id"] for e in receiver.events()]
         assert len(ids) == len(set(ids)) == 120
         assert {e["path"] for e in receiver.events()} == {

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -80,7 +81,14 @@ async def test_a_receiver_down_and_a_killed_server_lose_no_event(
             wait_until, lambda: done <= {e["path"] for e in receiver.events()}, "lost", 120
         )
         drained = time.monotonic() - start
-        await asyncio.sleep(2)  # a late duplicate would arrive by now
+        db = tmp_path / "data" / "sftpd.db"  # until none is pending: no repeat can come
+
+        def pending() -> int:
+            with sqlite3.connect(db) as c:
+                return int(c.execute("SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
+                           .fetchone()[0])  # fmt: skip
+
+        await asyncio.to_thread(wait_until, lambda: pending() == 0, "still pending", 60)
     finally:
         job.cancel()
         server.stop()
