@@ -48,9 +48,20 @@ def token_of(name: str) -> str:
 
 def leftovers(tops: Iterable[str], live_tokens: set[str]) -> Iterator[str]:
     """Paths of temporary files below ``tops`` whose process is not live (no symlinks
-    followed). Blocking: run it in a thread."""
-    for top in tops:
-        for dirpath, _dirs, files in os.walk(top):
-            for name in files:
-                if is_temp(name) and token_of(name) not in live_tokens:
-                    yield os.path.join(dirpath, name)
+    followed). Iterative, so a user's 10,000-deep tree cannot exhaust the stack; a
+    directory that cannot be read is skipped. Blocking: run it in a thread."""
+    stack = list(tops)
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif is_temp(entry.name) and token_of(entry.name) not in live_tokens:
+                        yield entry.path
+                except OSError:
+                    continue

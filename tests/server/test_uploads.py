@@ -193,15 +193,24 @@ def test_atomic_resume_keeps_a_broken_upload_for_reput(
 
 
 def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> None:
+    """Also at the bottom of a 1,500-deep tree a user made (deeper than Python's recursion
+    limit: a recursive walk made the start fail)."""
     assert run(tmp_path, "user", "add", "lee").returncode == 0
     home = tmp_path / "data" / "homes" / "lee"
-    (home / "sub").mkdir(parents=True, exist_ok=True)
+    deep = home / "sub"
+    deep.mkdir(parents=True, exist_ok=True)
+    for _ in range(1500):  # one by one: pathlib's and os's makedirs recurse too
+        deep /= "d"
+        deep.mkdir()
     leftover = home / "sub" / f"{TEMP_PREFIX}deadbeef-0123456789abcdef"
     leftover.write_bytes(b"x" * 1000)
+    deep_leftover = deep / f"{TEMP_PREFIX}deadbeef-fedcba9876543210"
+    deep_leftover.write_bytes(b"y" * 10)
     (home / "keep.txt").write_bytes(b"kept")
     server = Serve(tmp_path, "--no-demo", "--upload-mode", "atomic", "--workers", "1")
     try:
-        assert not leftover.exists() and (home / "keep.txt").exists()
+        assert not leftover.exists() and not deep_leftover.exists()
+        assert (home / "keep.txt").exists()
     finally:
         code, err = server.stop()
     assert code == 0, err
