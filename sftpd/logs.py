@@ -22,8 +22,9 @@ from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 audit_log = logging.getLogger("sftpd.audit")
-#: Characters no text line may hold raw: C0, DEL, C1, U+2028/2029 (a class body for ``re``).
-_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+#: Characters no text line may hold raw: C0, DEL, C1, U+2028/2029, and the bidirectional
+#: controls that reorder what a terminal shows (a class body for ``re``).
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _UNSAFE_IN_MESSAGE = re.compile(rf"[\\{_CONTROL}]")
 _UNSAFE_IN_VALUE = re.compile(rf'[\\"{_CONTROL}]')
 _PLAIN = re.compile(rf'[^\s="\\{_CONTROL}]+')
@@ -38,7 +39,8 @@ def _escape_char(match: re.Match[str]) -> str:
     return "\\" + char if char in '\\"' else repr(char)[1:-1]
 
 
-def _message(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` safe to print as (part of) one line: control characters escaped."""
     return _UNSAFE_IN_MESSAGE.sub(_escape_char, text)
 
 
@@ -55,12 +57,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        line = f"{ts} {record.levelname.lower()} {record.name}: {_message(record.getMessage())}"
+        line = f"{ts} {record.levelname.lower()} {record.name}: {one_line(record.getMessage())}"
         for key, value in _fields(record).items():
-            line += f" {_message(key)}={_value(value)}"
+            line += f" {one_line(key)}={_value(value)}"
         if record.exc_info:
             trace = self.formatException(record.exc_info).split("\n")
-            line += "".join(f"\n  {_message(x)}" for x in trace)
+            line += "".join(f"\n  {one_line(x)}" for x in trace)
         return line
 
 

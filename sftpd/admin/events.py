@@ -12,6 +12,7 @@ import typer
 from sftpd.admin.base import JsonOpt, app, fail, with_store
 from sftpd.events import EVENT_NAMES
 from sftpd.events.hooks import path_pattern
+from sftpd.logs import one_line
 from sftpd.sizes import format_size
 from sftpd.store.outbox import STATES, EventQuery, StoredEvent, summary
 
@@ -47,6 +48,7 @@ def _prefix(pattern: str) -> str:
 
 
 def _line(e: StoredEvent) -> str:
+    """One line per event, whatever its user chose as names (control characters escaped)."""
     d = e.data
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["time"]))
     what = d.get("path", "")
@@ -61,8 +63,8 @@ def _line(e: StoredEvent) -> str:
         extra.append(d["reason"])
     tail = f" ({', '.join(extra)})" if extra else ""
     addr = d.get("addr", "-")
-    return (f"{when}  {d['id']}  {d['user']:<12} {d['name']:<15} {addr:<15} {what}{tail}"
-            f"  [{summary(e.deliveries)}]")  # fmt: skip
+    return one_line(f"{when}  {d['id']}  {d['user']:<12} {d['name']:<15} {addr:<15} "
+                    f"{what}{tail}  [{summary(e.deliveries)}]")  # fmt: skip
 
 
 def _as_json(e: StoredEvent) -> dict[str, Any]:
@@ -124,14 +126,14 @@ def events_show(ctx: typer.Context, event_id: str, json_out: JsonOpt = False) ->
         typer.echo(json.dumps(_as_json(e)))
         return
     for key, value in e.data.items():
-        typer.echo(f"{key}: {value}")
+        typer.echo(one_line(f"{key}: {value}"))
     for d in e.deliveries:
         when = d.done_at if d.state != "pending" else d.next_at
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "-"
         error = f", last error: {d.error}" if d.error else ""
         verb = "next attempt" if d.state == "pending" else d.state
-        typer.echo(f"hook {d.label}: {d.state} after {d.attempts} attempt(s), "
-                   f"{verb} {stamp}{error}")  # fmt: skip
+        typer.echo(one_line(f"hook {d.label}: {d.state} after {d.attempts} attempt(s), "
+                            f"{verb} {stamp}{error}"))  # fmt: skip
 
 
 @events_app.command("retry")

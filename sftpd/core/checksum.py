@@ -21,12 +21,14 @@ ALGORITHMS: dict[str, Callable[[], hashlib._Hash]] = {
 READ_SIZE = 1024 * 1024
 MIN_BLOCK = 256  # draft-ietf-secsh-filexfer-extensions-00, section 3
 KNOWN_DIGESTS = 1024  # whole-file sha256 digests remembered per process
-_known: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+_known: OrderedDict[tuple[int, int, int, int, int], str] = OrderedDict()
 _known_lock = threading.Lock()
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """The file as hashed: a write, a truncate or a client's setstat of mtime changes
+    ctime (which no client can set); so does a rename, so look up before renaming."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def hash_whole(fd: int, algorithm: str) -> bytes:
@@ -43,8 +45,9 @@ def hash_whole(fd: int, algorithm: str) -> bytes:
 
 
 def known_sha256(st: os.stat_result) -> str:
-    """The sha256 this process computed of exactly this file content (same inode, size and
-    mtime), or "": an upload event carries it when a client verified its upload (xfer)."""
+    """The sha256 this process computed of exactly this file content (same inode, size,
+    mtime and ctime), or "": an upload event carries it when a client verified its upload
+    (xfer)."""
     with _known_lock:
         return _known.get(_identity(st), "")
 

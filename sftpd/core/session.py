@@ -43,7 +43,7 @@ from sftpd.core.files import (
 from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted, note_shrink, noted_shrink
-from sftpd.core.uploads import in_progress, is_temp, temp_name
+from sftpd.core.uploads import in_progress, is_temp, mark_uploader, temp_name, uploader_of
 from sftpd.events import Done, Emit, Event, no_emit
 
 audit = logging.getLogger("sftpd.audit")
@@ -201,6 +201,8 @@ class Session:
                 raise
             ledger = self._ledger(loc)
             inode = ledger.open_inode(st, noted_shrink(fd))
+            if in_progress(loc.name):
+                mark_uploader(fd, self.user)
             handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish, created)
             if mode.truncate and st.st_size:
                 try:
@@ -247,6 +249,8 @@ class Session:
             st = os.fstat(fd)
             await self._count_new_file(temp, st)
             inode = ledger.open_inode(st)
+            if in_progress(loc.name):
+                mark_uploader(fd, self.user)
             if size:
                 try:
                     await ledger.resize(inode, size)
@@ -577,20 +581,22 @@ class Session:
         finally:
             os.close(fd)
 
-    def mkdir(self, path: str, permissions: int = 0o755) -> None:
+    async def mkdir(self, path: str, permissions: int = 0o755) -> None:
         with self._op("mkdir"), self.jail.locate(path, follow=False) as loc:
             self._require("mkdir", _directory(loc))
             os.mkdir(loc.name, permissions & PERMISSION_MASK, dir_fd=loc.dir_fd)
-            self._event("mkdir", loc.vpath)
+            vpath = loc.vpath
+        await self._event("mkdir", vpath)
 
-    def rmdir(self, path: str) -> None:
+    async def rmdir(self, path: str) -> None:
         with self._op("rmdir"), self.jail.locate(path, follow=False) as loc:
             if loc.name == ".":
                 raise PermissionDenied("permission denied: cannot remove this directory")
             self._require("rmdir", _directory(loc))
             self._require_unguarded(loc, "removed")
             os.rmdir(loc.name, dir_fd=loc.dir_fd)
-            self._event("rmdir", loc.vpath)
+            vpath = loc.vpath
+        await self._event("rmdir", vpath)
 
     # -- names -------------------------------------------------------------------
 
@@ -620,9 +626,10 @@ class Session:
         """Rename, replacing an existing target (what WinSCP, lftp and rclone rely on).
 
         A file renamed from an in-progress name to a final one (``.a.xfer-part`` -> ``a``,
-        sftpd.core.uploads) is how xfer, rclone and WinSCP finish an upload: that rename is
-        the ``upload`` event, and in the same directory it needs what uploading the file
-        there needs (``upload``, ``overwrite`` to replace), ``rename`` or not."""
+        sftpd.core.uploads) is how xfer, rclone and WinSCP finish an upload: if the user
+        renaming it wrote it and no handle here still writes it (:meth:`_finishing`), that
+        rename is the ``upload`` event, and in the same directory it needs what uploading
+        the file there needs (``upload``, ``overwrite`` to replace), ``rename`` or not."""
         with (
             self._op("rename"),
             self.jail.locate(old, follow=False) as src,
@@ -638,7 +645,9 @@ class Session:
                 )
             except FileNotFoundError:
                 dst_st = None
-            self._require_rename(src, src_st, dst, dst_st)
+            finishing = self._finishing(src, src_st, dst)
+            self._require_rename(src, src_st, dst, dst_st, finishing)
+            sha256 = known_sha256(src_st) if finishing else ""  # the rename changes ctime
             replaced = dst_st is not None and (dst_st.st_dev, dst_st.st_ino) != (
                 src_st.st_dev,
                 src_st.st_ino,
@@ -649,15 +658,27 @@ class Session:
                     _note_removed(dst_st, self._ledger(dst), held)
             if replaced and dst_st is not None:
                 await self._forget(dst_st, self._ledger(dst))
-            if _finishes_upload(src, src_st, dst):
-                st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
-                await self._event("upload", dst.vpath, size=st.st_size, sha256=known_sha256(st))
+            if finishing:
+                await self._event("upload", dst.vpath, size=src_st.st_size, sha256=sha256)
             else:
                 await self._event("rename", src.vpath, dst.vpath)
 
+    def _finishing(self, src: Location, src_st: os.stat_result, dst: Location) -> bool:
+        """Does moving ``src`` to ``dst`` finish an upload of this user's: a regular file
+        from an in-progress name to a final one, which this user wrote (UPLOADER_XATTR;
+        where the file system keeps no extended attributes, in the user's own home) and
+        which no handle in this process still writes?"""
+        if not _finishes_upload(src, src_st, dst):
+            return False
+        if (src_st.st_dev, src_st.st_ino) in self._ledger(src).inodes:
+            return False
+        writer = uploader_of(src.dir_fd, src.name)
+        return writer == self.user or (writer is None and src.mount is None)
+
     def _require_rename(
-        self, src: Location, src_st: os.stat_result, dst: Location, dst_st: os.stat_result | None
-    ) -> None:
+        self, src: Location, src_st: os.stat_result, dst: Location,
+        dst_st: os.stat_result | None, finishing: bool,
+    ) -> None:  # fmt: skip
         """``rename`` on both sides; moving into another directory also needs what creating
         there needs, and replacing a file needs ``overwrite``.
 
@@ -667,7 +688,7 @@ class Session:
         (read the source there, create its kind here), since a moved entry takes the
         destination's rules (tests/server/test_routes.py)."""
         here, there = _directory(src), _directory(dst)
-        if _finishes_upload(src, src_st, dst) and here == there:
+        if finishing and here == there:
             allowed = self._allowed(dst)
             if "upload" in allowed and (dst_st is None or "overwrite" in allowed):
                 self._require_unguarded(src, "renamed")
@@ -718,8 +739,10 @@ class Session:
                 raise OutsideHome("permission denied: link target is in another folder")
             os.symlink(self.jail.disk_target(loc, target), loc.name, dir_fd=loc.dir_fd)
 
-    def link(self, old: str, new: str) -> None:
-        """A hard link: usage counts the inode once, so nothing changes."""
+    async def link(self, old: str, new: str) -> None:
+        """A hard link: usage counts the inode once, so nothing changes. A link from an
+        in-progress name to a final one finishes an upload as a rename would (the
+        ``upload`` event), so that route to a final name is no quieter than a rename."""
         with (
             self._op("link"),
             self.jail.locate(old, follow=False) as src,
@@ -735,8 +758,14 @@ class Session:
             # already be allowed where the file is (a read-only file stays read-only).
             for permission in sorted(_THROUGH_INODE & self._allowed(dst)):
                 self._require(permission, _directory(src))
+            src_st = require_exists(src)
+            finishing = self._finishing(src, src_st, dst)
+            sha256 = known_sha256(src_st) if finishing else ""  # the link changes ctime
             os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
                     follow_symlinks=False)  # fmt: skip
+            vpath = dst.vpath
+        if finishing:
+            await self._event("upload", vpath, size=src_st.st_size, sha256=sha256)
 
 
 #: What a second name of a file lets a user change in the file itself.

@@ -13,6 +13,8 @@ start of the server removes only leftovers of processes that are gone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import os
 import secrets
@@ -31,6 +33,33 @@ IN_PROGRESS = (".*.xfer-part", "*.partial", "*.filepart")
 def in_progress(name: str) -> bool:
     """Is ``name`` (one component) a client's in-progress upload name?"""
     return any(fnmatch.fnmatchcase(name, p) for p in IN_PROGRESS)
+
+
+#: Who last opened an in-progress file for writing (a user name): only that user's rename
+#: of it to a final name finishes an upload (the ``upload`` event, and the rename without
+#: the ``rename`` permission), so nobody else in a shared folder can publish it.
+UPLOADER_XATTR = "user.sftpd.uploader"
+
+
+def mark_uploader(fd: int, user: str) -> None:
+    """Note ``user`` as the writer of the in-progress file open at ``fd`` (best effort)."""
+    with contextlib.suppress(OSError):
+        os.setxattr(fd, UPLOADER_XATTR, user.encode())
+
+
+def uploader_of(dir_fd: int, name: str) -> str | None:
+    """Who last wrote the in-progress file ``name`` ("" if nobody noted), or None where the
+    file system keeps no extended attributes."""
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return ""
+    try:
+        return os.getxattr(f"/proc/self/fd/{fd}", UPLOADER_XATTR).decode(errors="replace")
+    except OSError as exc:
+        return None if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) else ""
+    finally:
+        os.close(fd)
 
 
 def temp_name(token: str) -> str:

@@ -208,7 +208,7 @@ class Sink(Transfer):
             raise ScpError("received a directory without -r", fatal=True)
         try:
             if not self.is_dir(path):
-                self.server.mkdir(os.fsencode(path), asyncssh.SFTPAttrs(permissions=mode))
+                await self.server.mkdir(os.fsencode(path), asyncssh.SFTPAttrs(permissions=mode))
         except asyncssh.SFTPError as exc:
             self.fail(path, exc.reason)  # the source skips what the directory holds
             return

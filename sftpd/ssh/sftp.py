@@ -306,12 +306,12 @@ class SftpdServer(asyncssh.SFTPServer):
     async def remove(self, path: bytes) -> None:
         await _acall(self.session.remove, _path(path))
 
-    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+    async def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         perms = attrs.permissions if attrs.permissions is not None else 0o755
-        _call(self.session.mkdir, _path(path), perms)
+        await _acall(self.session.mkdir, _path(path), perms)
 
-    def rmdir(self, path: bytes) -> None:
-        _call(self.session.rmdir, _path(path))
+    async def rmdir(self, path: bytes) -> None:
+        await _acall(self.session.rmdir, _path(path))
 
     def realpath(self, path: bytes) -> bytes:
         return os.fsencode(_call(self.session.realpath, _path(path)))
@@ -328,8 +328,8 @@ class SftpdServer(asyncssh.SFTPServer):
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         _call(self.session.symlink, _path(oldpath), _path(newpath))
 
-    def link(self, oldpath: bytes, newpath: bytes) -> None:
-        _call(self.session.link, _path(oldpath), _path(newpath))
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:
+        await _acall(self.session.link, _path(oldpath), _path(newpath))
 
     async def exit(self) -> None:
         """Close every handle the client left open (a dropped upload settles here)."""

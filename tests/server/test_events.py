@@ -17,6 +17,7 @@ import pytest
 
 from sftpd.events import EVENT_NAMES
 from sftpd.events.hooks import Hook
+from sftpd.store import FolderRecord
 from sftpd.store.outbox import EventQuery
 from tests.support import Xfer, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
@@ -111,7 +112,75 @@ async def test_a_partial_name_renamed_is_the_upload_even_in_a_drop_box(
     assert (user.home / "drop" / "r.bin").stat().st_size == 1000
 
 
-async def test_an_event_is_recorded_before_the_close_is_answered(atomic: LiveServer) -> None:
+async def test_only_the_writer_of_a_closed_part_file_finishes_it(
+    atomic: LiveServer, receiver: Receiver
+) -> None:
+    """Two upload-only users of one shared folder: the other cannot publish (or be named in
+    the history for) a part file she did not write. A part file still being written is
+    not finished by a rename (atomic mode writes in place when appending), and a hard link
+    finishes an upload as a rename does."""
+    store = atomic.service.store
+    shared = atomic.tmp / "shared-drop"
+    shared.mkdir()
+    atomic.call(store.add_folder(FolderRecord("drop", str(shared), 0)))
+    bob, eve = atomic.add_user(), atomic.add_user()
+    for u in (bob, eve):
+        atomic.call(store.mount(u.name, "team", "drop"))
+        atomic.set_access(u, paths=(("/team", "upload"),))
+    async with (
+        atomic.connect(bob) as cb, cb.start_sftp_client() as sb,
+        atomic.connect(eve) as ce, ce.start_sftp_client() as se,
+    ):  # fmt: skip
+        async with sb.open("/team/.x.xfer-part", "wb") as f:
+            await f.write(b"bob's" * 100)
+        with pytest.raises(asyncssh.SFTPPermissionDenied, match="rename not allowed"):
+            await se.rename("/team/.x.xfer-part", "/team/x")
+        await sb.rename("/team/.x.xfer-part", "/team/x")
+    async with atomic.connect(bob) as cb, cb.start_sftp_client() as sb:  # bob's home: all
+        async with sb.open("/.w.xfer-part", "wb") as f:
+            await f.write(b"half")
+        async with sb.open("/.w.xfer-part", "ab") as f:  # in place, even in atomic mode
+            await f.write(b" and")
+            await sb.rename("/.w.xfer-part", "/w")  # still written: a rename, not an upload
+            await f.write(b" the rest")
+        async with sb.open("/.z.xfer-part", "wb") as f:
+            await f.write(b"linked")
+        await sb.link("/.z.xfer-part", "/z")
+        await sb.remove("/.z.xfer-part")
+    await asyncio.to_thread(wait_until, lambda: len(mine(receiver, bob)) >= 2, "no uploads")
+    await asyncio.to_thread(settled, atomic)
+    assert sorted((e["path"], e["size"]) for e in mine(receiver, bob)) == [
+        ("/team/x", 500), ("/z", 6)]  # fmt: skip
+    assert [(e["path"], e["target"]) for e in mine(receiver, bob, "rename")] == [
+        ("/.w.xfer-part", "/w")]  # fmt: skip
+    assert mine(receiver, eve) == []
+
+
+async def test_an_upload_event_never_carries_a_digest_of_other_content(
+    atomic: LiveServer, receiver: Receiver
+) -> None:
+    """A digest computed by a checksum command, then the file changed at the same size and
+    its mtime set back: the rename's event must not carry the old digest."""
+    user = atomic.add_user()
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/.d.xfer-part", "wb") as f:
+            await f.write(b"A" * 4096)
+        then = asyncssh.SFTPAttrs(atime=1_700_000_000, mtime=1_700_000_000)
+        await sftp.setstat("/.d.xfer-part", then)  # whole seconds: a setstat can repeat it
+        r = await conn.run("sha256sum .d.xfer-part", check=True)
+        assert hashlib.sha256(b"A" * 4096).hexdigest() in str(r.stdout)
+        async with sftp.open("/.d.xfer-part", "r+b") as f:
+            await f.write(b"B")
+        await sftp.setstat("/.d.xfer-part", then)
+        await sftp.rename("/.d.xfer-part", "/d")
+    await asyncio.to_thread(wait_until, lambda: mine(receiver, user), "no upload event")
+    [event] = mine(receiver, user)
+    assert event.get("sha256", "") in ("", hashlib.sha256(b"B" + b"A" * 4095).hexdigest())
+
+
+async def test_an_event_is_recorded_before_the_operation_is_answered(
+    atomic: LiveServer,
+) -> None:
     user = atomic.add_user()
     async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
         for i in range(20):
@@ -122,6 +191,10 @@ async def test_an_event_is_recorded_before_the_close_is_answered(atomic: LiveSer
             uploads = [e for e in found if e.data["name"] == "upload"]
             assert [e.data["path"] for e in uploads][-1] == f"/f{i}"
             assert len(uploads) == i + 1 and len(uploads[-1].deliveries) == 1  # the webhook's
+        for verb, op in (("mkdir", sftp.mkdir), ("rmdir", sftp.rmdir)):  # so are these
+            await op("/m")
+            found = atomic.call(atomic.service.store.query_events(EventQuery(user=user.name)))
+            assert (found[-1].data["name"], found[-1].data["path"]) == (verb, "/m")
 
 
 async def test_a_refusing_receiver_gets_the_same_event_again_with_its_id(tmp_path: Path) -> None:
@@ -242,6 +315,23 @@ async def test_history_says_who_logged_in_and_what_they_touched(
     assert "/d/a.txt -> /d/b.txt" in text.stdout and "1 delivered" in text.stdout
     bad = run(atomic.tmp, *data, "events", "list", "--type", "uplaod")
     assert bad.returncode == 1 and "unknown event type 'uplaod'" in bad.stderr
+
+
+async def test_history_lines_cannot_be_forged_by_a_file_name(atomic: LiveServer) -> None:
+    user = atomic.add_user()
+    evil = "a\nb\rc\x1b[2K\u202egnp.txt"
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/" + evil, "wb") as f:
+            await f.write(b"x")
+    data = ("--data-dir", str(atomic.settings.data_dir))
+    listed = run(atomic.tmp, *data, "events", "list", "--user", user.name, "--type", "upload")
+    [line] = listed.stdout.splitlines()
+    assert "/a\\nb\\rc\\x1b[2K\\u202egnp.txt" in line
+    [event] = json.loads(run(atomic.tmp, *data, "events", "list", "--user", user.name,
+                             "--type", "upload", "--json").stdout)  # fmt: skip
+    assert event["path"] == "/" + evil  # the JSON keeps the name as it is
+    shown = run(atomic.tmp, *data, "events", "show", event["id"]).stdout
+    assert all(ord(c) >= 32 and c not in "\x7f\u202e" for c in shown.replace("\n", ""))
 
 
 async def test_history_is_pruned_after_its_retention(tmp_path: Path) -> None:

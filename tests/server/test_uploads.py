@@ -192,7 +192,21 @@ def test_atomic_resume_keeps_a_broken_upload_for_reput(
     assert_exact(resumable, user)
 
 
-def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> None:
+def remove_deep(top: Path) -> None:
+    """Remove a chain of nested directories without recursion."""
+    chain = [top]
+    while (chain[-1] / "d").is_dir():
+        chain.append(chain[-1] / "d")
+    for d in reversed(chain):
+        for f in d.iterdir():
+            if not f.is_dir():
+                f.unlink()
+        d.rmdir()
+
+
+def test_leftovers_of_a_dead_process_are_removed_at_start(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Also at the bottom of a 1,500-deep tree a user made (deeper than Python's recursion
     limit: a recursive walk made the start fail)."""
     assert run(tmp_path, "user", "add", "lee").returncode == 0
@@ -202,6 +216,7 @@ def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> Non
     for _ in range(1500):  # one by one: pathlib's and os's makedirs recurse too
         deep /= "d"
         deep.mkdir()
+    request.addfinalizer(lambda: remove_deep(home / "sub" / "d"))  # as does pytest's rmtree
     leftover = home / "sub" / f"{TEMP_PREFIX}deadbeef-0123456789abcdef"
     leftover.write_bytes(b"x" * 1000)
     deep_leftover = deep / f"{TEMP_PREFIX}deadbeef-fedcba9876543210"

@@ -205,15 +205,15 @@ async def test_a_chain_of_links_cannot_lead_a_process_out(
     session: Session, home: Path, homes: Path
 ) -> None:
     """Issue 25, finding 1: each target is harmless as text, the chain on disk was not."""
-    session.mkdir("d")
+    await session.mkdir("d")
     session.symlink("..", "d/up")
     session.symlink("d/up/../alice2", "processed")
     for link in ("d/up", "processed"):
         resolved = os.path.realpath(home / link)
         assert os.path.commonpath([resolved, str(home)]) == str(home), (link, resolved)
     # a directory holding an upward link moved up a level: still inside
-    session.mkdir("a")
-    session.mkdir("a/b")
+    await session.mkdir("a")
+    await session.mkdir("a/b")
     session.symlink("/x", "a/b/l")
     await session.rename("a/b", "b")
     resolved = os.path.realpath(home / "b" / "l")
@@ -261,14 +261,14 @@ async def test_hard_links_cannot_reach_outside(
     session: Session, home: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(errors.NotFound):
-        session.link("../secret.txt", "copy")  # clamps to /secret.txt, which does not exist
+        await session.link("../secret.txt", "copy")  # clamps to /secret.txt, which does not exist
     os.symlink(tmp_path / "secret.txt", home / "evil")
-    session.link("evil", "evil2")  # links the symlink itself, never its target
+    await session.link("evil", "evil2")  # links the symlink itself, never its target
     assert os.path.islink(home / "evil2")
     with pytest.raises(errors.OutsideHome):
         await read_all(session, "evil2")
     await write(session, "mine.txt", b"mine")
-    session.link("mine.txt", "/../../hard.txt")
+    await session.link("mine.txt", "/../../hard.txt")
     assert (home / "hard.txt").read_bytes() == b"mine"
     assert not (tmp_path / "hard.txt").exists()
 
@@ -295,7 +295,7 @@ async def test_rename_replaces_an_existing_file(session: Session, home: Path) ->
 async def test_the_home_itself_cannot_be_removed_or_renamed(session: Session, home: Path) -> None:
     for path in ("/", ".."):
         with pytest.raises(errors.SftpdError):
-            session.rmdir(path)
+            await session.rmdir(path)
         with pytest.raises(errors.SftpdError):
             await session.rename(path, "x")
         with pytest.raises(errors.SftpdError):
