@@ -11,7 +11,7 @@ import typer
 
 from sftpd.admin.base import JsonOpt, app, fail, with_store
 from sftpd.events import EVENT_NAMES
-from sftpd.events.hooks import path_pattern
+from sftpd.events.pathglob import path_pattern
 from sftpd.logs import one_line
 from sftpd.sizes import format_size
 from sftpd.store.outbox import STATES, EventQuery, StoredEvent, summary

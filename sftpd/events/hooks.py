@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sftpd.events import EVENT_NAMES, Event
+from sftpd.events.pathglob import path_pattern
 
 _KEYS = {"events", "users", "paths", "command", "url", "timeout", "retries", "secret",
          "secret_env", "horizon", "backoff_max"}  # fmt: skip
@@ -83,35 +84,6 @@ class Hook:
         if self.users and event.user not in self.users:
             return False
         return not self.paths or any(path_pattern(p).fullmatch(event.path) for p in self.paths)
-
-
-@functools.lru_cache(maxsize=256)
-def path_pattern(pattern: str) -> re.Pattern[str]:
-    """A path pattern that reads like a path: ``*`` and ``?`` match within one name, ``**``
-    matches across ``/`` (``/in/**`` is everything below ``/in``), ``[...]`` a character of
-    a name, as in a shell or .gitignore."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"(?!/)[{'^' if negate else ''}{body}]")
-            i = end + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 def old_meaning_warnings(hooks: tuple[Hook, ...]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,16 @@ def test_a_hook_label_never_carries_url_credentials() -> None:
         ("/in/a[/]b", "/in/a/b", False),  # a class never matches "/"
         ("/in/a+b(1).txt", "/in/a+b(1).txt", True),  # regex characters are literal
         ("**", "/anything/at/all", True),
+        ("/a/**/b", "/a/b", True),  # ** between names may be no directory at all
+        ("/a/**/b", "/a/x/y/b", True),
+        ("/a/**/b", "/a/xb", False),
+        ("/incoming/**/*.csv", "/incoming/a.csv", True),
+        ("/in/**.csv", "/in/x/y.csv", True),
+        ("/in/*", "/in/", True),  # * may match nothing
+        ("/in/[a-c]?.txt", "/in/b9.txt", True),
+        ("/in/[a-c]?.txt", "/in/d9.txt", False),
+        ("/in/?", "/in//", False),  # ? never matches "/"
+        ("/in/a\\b", "/in/a\\b", True),  # a backslash is a literal
     ],
 )
 def test_hook_paths_read_like_paths(pattern: str, path: str, wanted: bool) -> None:
@@ -87,3 +98,15 @@ def test_a_pattern_relying_on_the_old_star_gets_a_warning() -> None:
     assert lines[0].startswith("hook 1:") and "'/out/**'" in lines[0]
     assert lines[1].startswith("hook 2:") and "'**'" in lines[1]
     assert old_meaning_warnings((Hook(("upload",), paths=("/in/**",)),)) == []
+
+
+def test_matching_stays_linear_whatever_the_pattern() -> None:
+    """Patterns run on the event loop against names users chose: a backtracking regex took
+    minutes on this; the automaton walks the path once."""
+    pattern = "/**a**a**a**a**a**a**b"
+    path = "/" + "a/" * 2000 + "a" * 4000
+    started = time.process_time()
+    for _ in range(10):
+        assert not Hook(("upload",), paths=(pattern,)).wants(Event("upload", "u", path=path))
+    assert Hook(("upload",), paths=(pattern,)).wants(Event("upload", "u", path=path + "b"))
+    assert time.process_time() - started < 5  # about 0.1 s; a regex: hours
