@@ -134,11 +134,34 @@ def summary(deliveries: Sequence[Delivery]) -> str:
 _COLUMNS = ("id", "time", "name", "user", "path")
 
 
+#: A server path an event carries beside its virtual one, and the virtual one it follows.
+_LOCAL = (("local_path", "path"), ("local_target", "target"))
+
+
+def _local(root: str, vpath: str, skip: int) -> str:
+    """The server path of ``vpath`` below ``root``, its first ``skip`` names (a folder's
+    mount point) left out."""
+    return "/".join([root.rstrip("/"), *vpath.strip("/").split("/")[skip:]]).rstrip("/")
+
+
 def packed(e: NewEvent) -> tuple[Any, ...]:
     """id, time, name, user, path (the columns queries filter on) and the rest as JSON: a
-    row as small as it can be, since each event is written before its operation answers."""
+    row as small as it can be, since each event is written before its operation answers.
+    A server path that follows from ``local_root`` and the virtual path is not stored
+    twice (``local_skip``: how many leading names the virtual path has beyond the root)."""
     d = e.data
     rest = {k: v for k, v in d.items() if k not in _COLUMNS}
+    root, path = d.get("local_root", ""), d.get("path", "")
+    if root and path and "local_path" in rest:
+        skip = next((k for k in (0, 1) if _local(root, path, k) == rest["local_path"]), None)
+        target = d.get("target", "")
+        if skip is not None and (
+            not target or _local(root, target, skip) == rest.get("local_target")
+        ):
+            rest["local_skip"] = skip
+            del rest["local_path"]
+            if target:
+                del rest["local_target"]
     return d["id"], d["time"], d["name"], d["user"], d.get("path", ""), json.dumps(rest)
 
 
@@ -148,6 +171,11 @@ def unpacked(row: Sequence[Any]) -> dict[str, Any]:
     data.update(id=row[0], time=row[1], name=row[2], user=row[3])
     if row[4]:
         data["path"] = row[4]
+    skip = data.pop("local_skip", None)
+    if skip is not None:
+        for local, virtual in _LOCAL:
+            if data.get(virtual) and local not in data:
+                data[local] = _local(data["local_root"], data[virtual], skip)
     return data
 
 

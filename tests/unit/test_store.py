@@ -25,7 +25,7 @@ from sftpd.store import (
     open_store,
 )
 from sftpd.store.migrations import POSTGRES_STEPS
-from sftpd.store.outbox import EventQuery, NewEvent
+from sftpd.store.outbox import EventQuery, NewEvent, packed, unpacked
 
 KEY = KeyRecord("SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", "me@host")
 
@@ -276,6 +276,26 @@ async def test_folders_mounts_and_their_ledger_accounts(two: tuple[Store, Store]
 def _event(user: str, name: str = "upload", path: str = "/a", at: float | None = None) -> NewEvent:
     e = Event(name, user, path=path, time=at if at is not None else time.time())
     return NewEvent(e.to_dict(), (("h1", "hook one"), ("h2", "hook two")))
+
+
+@pytest.mark.parametrize(
+    ("root", "path", "target", "local_path", "local_target", "derived"),
+    [
+        ("/srv/homes/ana", "/a/b.txt", "", "/srv/homes/ana/a/b.txt", "", True),
+        ("/srv/team", "/team/x", "/team/y/z", "/srv/team/x", "/srv/team/y/z", True),  # folder
+        ("/srv/homes/ana", "/", "", "/srv/homes/ana", "", True),
+        ("/srv/homes/ana", "/a", "", "/elsewhere/a", "", False),  # kept as it is
+        ("/srv/homes/ana", "/a", "/b", "/srv/homes/ana/a", "/other/b", False),
+    ],
+)
+def test_a_stored_event_keeps_its_server_paths_without_storing_them_twice(
+    root: str, path: str, target: str, local_path: str, local_target: str, derived: bool
+) -> None:
+    e = Event("rename", "ana", path=path, target=target, local_path=local_path,
+              local_target=local_target, local_root=root)  # fmt: skip
+    row = packed(NewEvent(e.to_dict()))
+    assert unpacked(row) == e.to_dict()
+    assert ("local_path" not in row[5]) is derived
 
 
 async def test_events_are_claimed_by_one_node_at_a_time(two: tuple[Store, Store]) -> None:
