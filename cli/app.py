@@ -220,6 +220,19 @@ ParallelOpt = Annotated[
 ]  # fmt: skip
 
 
+SegmentOpt = Annotated[
+    str,
+    typer.Option("--segment-from", help="Split one file this big over the connections."),
+]
+
+
+def _segment_min(text: str) -> int:
+    try:
+        return max(1, parse_size(text))
+    except ValueError as exc:
+        raise XferError(USAGE, f"--segment-from: {exc}") from None
+
+
 def _pacer(rate: str | None) -> Pacer:
     """``--limit-rate``: one pace for every connection of this command."""
     try:
@@ -244,10 +257,12 @@ async def put(
     verify: VerifyOpt = True,
     parallel: ParallelOpt = 4,
     limit_rate: LimitOpt = None,
+    segment_from: SegmentOpt = "64MiB",
 ) -> None:
     """Upload files (and with -r directories); an existing remote file is replaced."""
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel,
-                            limit=_pacer(limit_rate))  # fmt: skip
+                            limit=_pacer(limit_rate),
+                            segment_min=_segment_min(segment_from))  # fmt: skip
     await _transfer(call, True, sources, opts)
 
 
@@ -260,10 +275,12 @@ async def get(
     verify: VerifyOpt = True,
     parallel: ParallelOpt = 4,
     limit_rate: LimitOpt = None,
+    segment_from: SegmentOpt = "64MiB",
 ) -> None:
     """Download files (and with -r directories)."""
     opts = transfer.Options(resume=resume, verify=verify, recursive=recursive, parallel=parallel,
-                            limit=_pacer(limit_rate))  # fmt: skip
+                            limit=_pacer(limit_rate),
+                            segment_min=_segment_min(segment_from))  # fmt: skip
     await _transfer(call, False, sources, opts)
 
 

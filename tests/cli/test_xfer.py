@@ -337,6 +337,12 @@ def test_against_openssh_sshd(openssh_server: OpenSSHServer, tmp_path: Path) -> 
     assert names == ["f.bin"]
     ok(x("mv", str(remote / "f.bin"), str(remote / "g.bin")))
     ok(x("del", str(remote / "g.bin")))
+    # Segmented: written to .f.bin.xfer-part, verified, renamed with posix-rename.
+    (remote / "f.bin").write_bytes(b"old")
+    r = x("--json", "put", "-j", "3", "--segment-from", "1MiB", "f.bin", str(remote) + "/")
+    assert json.loads(ok(r))["verified"] == ["sha256"]
+    assert (remote / "f.bin").read_bytes() == data
+    assert sorted(p.name for p in remote.iterdir()) == ["f.bin"]  # no part file left
     r = x("sp")
     assert r.returncode == 1  # plain OpenSSH has no sp
 

@@ -60,15 +60,15 @@ def mine(receiver: Receiver, user: User, name: str = "upload") -> list[dict[str,
 def test_a_segmented_xfer_put_is_one_upload_event(
     atomic: LiveServer, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """64 MiB over four connections: before, five early events (the first with size 0),
-    the example hook moved a partial file and xfer failed."""
+    """Segments over four connections (64 MiB by default; 20 here): before, five early
+    events (the first with size 0), the example hook moved a partial file and xfer failed."""
     user = atomic.add_user()
     (user.home / "incoming").mkdir()
-    data = os.urandom(64 * MiB + 4321)
+    data = os.urandom(20 * MiB + 4321)
     (tmp_path / "big.bin").write_bytes(data)
     xfer = Xfer(tmp_path, f"{user.name}@127.0.0.1:{atomic.port}", user.key_path,
                 atomic.known_hosts)  # fmt: skip
-    r = xfer("--json", "put", "-j", "4", "big.bin", "incoming/")
+    r = xfer("--json", "put", "-j", "4", "--segment-from", "16MiB", "big.bin", "incoming/")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["verified"] == ["sha256"]
     moved = user.home / "processed" / "big.bin"
