@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from sftpd import passwords
 from sftpd.config import ConfigError, Settings
 from sftpd.core.access import ACCESS_REFRESH, Access
 from sftpd.core.limits import SharedRates
@@ -328,6 +329,7 @@ async def run_service(
     rates: SharedRates | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain; one event loop, one process."""
+    await asyncio.to_thread(passwords.prepare)
     store = await open_service_store(settings)
     try:
         service = Service(settings, store, rates)
