@@ -37,7 +37,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(32 * MiB, 100, 4, 8 * MiB, 2.0, 40, 32 * MiB, 1, 8, 2.0)
+        return cls(8 * MiB, 40, 4, 4 * MiB, 1.0, 20, 8 * MiB, 1, 8, 1.0)  # keeps it working
 
 
 @dataclass
