@@ -185,7 +185,7 @@ async def writer_task(
 
 async def test_server_killed_during_8_uploads_restarts_and_all_resume(tmp_path: Path) -> None:
     key = new_user(tmp_path, "kim")
-    n, size = 8, scale(48, 256) * MiB
+    n, size = 8, scale(24, 256) * MiB
     blobs = [os.urandom(size) for _ in range(n)]
     for i, b in enumerate(blobs):
         (tmp_path / f"f{i}.bin").write_bytes(b)

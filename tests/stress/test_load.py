@@ -34,7 +34,7 @@ def loaded(tmp_path: Path) -> Iterator[LiveServer]:
 async def test_200_mixed_sessions_leave_nothing_behind(loaded: LiveServer) -> None:
     """The load comes from another process (bench.loadgen), so latencies are the server's."""
     server = loaded
-    sessions, seconds = 200, scale(10, 60)
+    sessions, seconds = 200, scale(6, 60)
     users = [server.add_user() for _ in range(sessions // 10)]
     await asyncio.sleep(0.5)
     tasks_before = server.call(_task_count())

@@ -106,7 +106,7 @@ RULES = (
 )
 READ_ONLY = ("secret", "reports", "top/reports")  # in the home; /arch and /drop/a besides
 
-EXAMPLES = scale(50, 1500)
+EXAMPLES = scale(40, 1500)
 STEPS = scale(40, 80)
 
 # -- what the hostile user sends ------------------------------------------------------
