@@ -30,9 +30,12 @@ TEMP_PREFIX = ".sftpd-part-"
 IN_PROGRESS = (".*.xfer-part", "*.partial", "*.filepart")
 
 
+_ENDINGS = tuple(p.lstrip(".*") for p in IN_PROGRESS)  # cheap first test: every close asks
+
+
 def in_progress(name: str) -> bool:
     """Is ``name`` (one component) a client's in-progress upload name?"""
-    return any(fnmatch.fnmatchcase(name, p) for p in IN_PROGRESS)
+    return name.endswith(_ENDINGS) and any(fnmatch.fnmatchcase(name, p) for p in IN_PROGRESS)
 
 
 #: Who last opened an in-progress file for writing (a user name): only that user's rename

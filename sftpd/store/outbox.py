@@ -132,6 +132,7 @@ def summary(deliveries: Sequence[Delivery]) -> str:
 
 
 _COLUMNS = ("id", "time", "name", "user", "path")
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 #: A server path an event carries beside its virtual one, and the virtual one it follows.
@@ -162,7 +163,7 @@ def packed(e: NewEvent) -> tuple[Any, ...]:
             del rest["local_path"]
             if target:
                 del rest["local_target"]
-    return d["id"], d["time"], d["name"], d["user"], d.get("path", ""), json.dumps(rest)
+    return d["id"], d["time"], d["name"], d["user"], d.get("path", ""), _encode(rest)
 
 
 def unpacked(row: Sequence[Any]) -> dict[str, Any]:
