@@ -155,10 +155,10 @@ class EventBus:
 
     async def _record(self) -> None:
         assert self.store is not None
-        delay, failing_since = RECORD_RETRY, 0.0
+        delay, failing_since, size = RECORD_RETRY, 0.0, MAX_BATCH
         try:
             while self._pending:
-                batch = self._pending[:MAX_BATCH]
+                batch = self._pending[:size]
                 rows = [NewEvent(e.to_dict(), self._wanting(e)) for e, _ in batch]
                 try:
                     await self.store.record_events(rows)
@@ -170,6 +170,16 @@ class EventBus:
                         _release(self._pending)  # answer the operations; keep the events
                     await asyncio.sleep(delay)
                     delay = min(RECORD_RETRY_MAX, delay * 2)
+                    continue
+                except Exception:  # not the store: an event it cannot take; find it alone
+                    if size > 1:
+                        size = 1
+                        continue
+                    log.exception("event cannot be recorded: dropped",
+                                  extra={"event": batch[0][0].name})  # fmt: skip
+                    self.outcomes["dropped"] += 1
+                    del self._pending[:1]
+                    _release(batch)
                     continue
                 failing_since = 0.0
                 delay = RECORD_RETRY

@@ -145,6 +145,19 @@ def _local(root: str, vpath: str, skip: int) -> str:
     return "/".join([root.rstrip("/"), *vpath.strip("/").split("/")[skip:]]).rstrip("/")
 
 
+def storable(text: str) -> str:
+    """``text`` as a database's UTF-8 column takes it: a name that is not UTF-8 on disk
+    reaches us with lone surrogates (``os.fsdecode``), which no column stores; those are
+    written as ``\\udcff`` escapes (JSON keeps the exact text)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return text
+
+
 def packed(e: NewEvent) -> tuple[Any, ...]:
     """id, time, name, user, path (the columns queries filter on) and the rest as JSON: a
     row as small as it can be, since each event is written before its operation answers.
@@ -163,14 +176,18 @@ def packed(e: NewEvent) -> tuple[Any, ...]:
             del rest["local_path"]
             if target:
                 del rest["local_target"]
-    return d["id"], d["time"], d["name"], d["user"], d.get("path", ""), _encode(rest)
+    path = d.get("path", "")
+    column = storable(path)
+    if column != path:  # the column holds a findable form, the JSON the exact one
+        rest["path"] = path
+    return d["id"], d["time"], d["name"], storable(d["user"]), column, _encode(rest)
 
 
 def unpacked(row: Sequence[Any]) -> dict[str, Any]:
     """The event's dict from (id, time, name, user, path, data)."""
     data: dict[str, Any] = json.loads(row[5])
     data.update(id=row[0], time=row[1], name=row[2], user=row[3])
-    if row[4]:
+    if row[4] and "path" not in data:
         data["path"] = row[4]
     skip = data.pop("local_skip", None)
     if skip is not None:

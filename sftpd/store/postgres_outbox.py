@@ -23,6 +23,7 @@ from sftpd.store.outbox import (
     id_floor,
     packed,
     stats_of,
+    storable,
     unpacked,
 )
 
@@ -85,7 +86,8 @@ class PostgresOutbox:
             await c.execute(
                 "UPDATE deliveries SET state=$1, next_at=$2, error=$3, lease_until=0,"
                 " holder=NULL, done_at=$4 WHERE event_seq=$5 AND hook=$6",
-                state, next_at, error[:500], None if state == "pending" else now, seq, hook,
+                state, next_at, storable(error[:500]), None if state == "pending" else now,
+                seq, hook,
             )  # fmt: skip
 
         await self._run(q)

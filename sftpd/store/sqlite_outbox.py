@@ -25,6 +25,7 @@ from sftpd.store.outbox import (
     id_floor,
     packed,
     stats_of,
+    storable,
     unpacked,
 )
 
@@ -134,7 +135,14 @@ class SqliteOutbox:
             c.execute(
                 "UPDATE deliveries SET state=?, next_at=?, error=?, lease_until=0, holder=NULL,"
                 " done_at=? WHERE event_seq=? AND hook=?",
-                (state, next_at, error[:500], None if state == "pending" else now, seq, hook),
+                (
+                    state,
+                    next_at,
+                    storable(error[:500]),
+                    None if state == "pending" else now,
+                    seq,
+                    hook,
+                ),
             )
 
         await self._run_short(q)

@@ -334,6 +334,30 @@ async def test_history_lines_cannot_be_forged_by_a_file_name(atomic: LiveServer)
     assert all(ord(c) >= 32 and c not in "\x7f\u202e" for c in shown.replace("\n", ""))
 
 
+async def test_a_name_that_is_not_utf8_is_recorded_and_holds_nothing_up(
+    atomic: LiveServer, receiver: Receiver
+) -> None:
+    """No database column takes a lone surrogate (how such a name decodes): the first one
+    stopped every later event of the process, and the operations waiting for them."""
+    user = atomic.add_user()
+    async with atomic.connect(user) as conn, conn.start_sftp_client() as sftp:
+        await asyncio.wait_for(sftp.mkdir(b"/bad\xff"), 10)
+        async with sftp.open(b"/bad\xff/f\xfe.txt", "wb") as f:
+            await f.write(b"odd")
+        async with sftp.open("/ok.txt", "wb") as f:
+            await asyncio.wait_for(f.write(b"fine"), 10)
+    found = atomic.call(atomic.service.store.query_events(EventQuery(user=user.name)))
+    assert [(e.data["name"], e.data.get("path")) for e in found][1:4] == [
+        ("mkdir", "/bad\udcff"),
+        ("upload", "/bad\udcff/f\udcfe.txt"),
+        ("upload", "/ok.txt"),
+    ]
+    data = ("--data-dir", str(atomic.settings.data_dir))
+    listed = run(atomic.tmp, *data, "events", "list", "--user", user.name, "--json")
+    assert "/bad\udcff/f\udcfe.txt" in [e.get("path") for e in json.loads(listed.stdout)]
+    await asyncio.to_thread(wait_until, lambda: len(mine(receiver, user)) == 2, "undelivered")
+
+
 async def test_history_is_pruned_after_its_retention(tmp_path: Path) -> None:
     server = start_live_server(tmp_path, history_days=2 / 86400)  # two seconds
     try:

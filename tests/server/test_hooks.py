@@ -30,6 +30,7 @@ from sftpd.events.actions import OUTPUT_GRACE, OUTPUT_LIMIT, run_command, signat
 from sftpd.events.bus import EventBus
 from sftpd.events.hooks import Hook
 from sftpd.store import open_store
+from sftpd.store.outbox import EventQuery
 from tests.support import Serve, known_hosts, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 from tests.support.receiver import Receiver, wait_until
@@ -341,3 +342,24 @@ def test_the_documented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         code, err = server.stop()
         receiver.close()
     assert code == 0, err
+
+
+async def test_an_event_the_store_cannot_take_is_dropped_alone(tmp_path: Path) -> None:
+    """An event the store refuses for what it holds (here a field JSON cannot encode) is
+    dropped with one error line; the events queued with and after it are recorded and
+    their operations answered."""
+    store = await open_store(str(tmp_path / "sftpd.db"))
+    bus = EventBus((), store, "test-holder", buffer=10, concurrency=1)
+    bus.start()
+    try:
+        waits = [bus.emit(Event("upload", "ana", path=f"/{i}")) for i in range(3)]
+        waits.insert(1, bus.emit(Event("upload", "ana", path="/bad", size=b"x")))  # type: ignore[arg-type]
+        await asyncio.wait_for(asyncio.gather(*waits), 10)
+        waits = [bus.emit(Event("mkdir", "ana", path="/later"))]
+        await asyncio.wait_for(asyncio.gather(*waits), 10)
+        found = await store.query_events(EventQuery(user="ana"))
+    finally:
+        await bus.stop(drain=5)
+        await store.close()
+    assert [e.data["path"] for e in found] == ["/0", "/1", "/2", "/later"]
+    assert bus.outcomes["dropped"] == 1
