@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sftpd.core.errors import PermissionDenied, SftpdError, from_oserror
 from sftpd.core.quota import Inode, QuotaLedger, note_shrink, noted_shrink
+from sftpd.core.uploads import mark_uploader
 
 #: Bytes per step of a server-side copy (copy_file_range or pread/pwrite), in a worker thread.
 COPY_STEP = 1024 * 1024
@@ -135,8 +136,10 @@ class OpenFile:
         inode: Inode | None = None,
         finish: Callable[[OpenFile, bool], Awaitable[None]] | None = None,
         created: bool = False,
+        writer: str = "",
     ) -> None:
         self.fd = fd
+        self.writer = writer  # an in-progress name's: noted as its uploader if it writes
         self.created = created  # this open made the file: its attributes are the user's own
         self.vpath = vpath
         self.mode = mode
@@ -267,6 +270,8 @@ class OpenFile:
         try:
             st = os.fstat(self.fd)
             noted = noted_shrink(self.fd) if self._inode is not None else None
+            if self.writer and self.moved:
+                mark_uploader(self.fd, self.writer)
         finally:
             os.close(self.fd)
         self.final_size = st.st_size

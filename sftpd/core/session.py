@@ -43,7 +43,14 @@ from sftpd.core.files import (
 from sftpd.core.jail import Jail, Location, lexical_parts, require_exists
 from sftpd.core.permissions import NotPermitted
 from sftpd.core.quota import QuotaLedger, is_counted, note_shrink, noted_shrink
-from sftpd.core.uploads import in_progress, is_temp, mark_uploader, temp_name, uploader_of
+from sftpd.core.uploads import (
+    hold_writing,
+    in_progress,
+    is_temp,
+    mark_uploader,
+    part_state,
+    temp_name,
+)
 from sftpd.events import Done, Emit, Event, no_emit
 
 audit = logging.getLogger("sftpd.audit")
@@ -201,9 +208,8 @@ class Session:
                 raise
             ledger = self._ledger(loc)
             inode = ledger.open_inode(st, noted_shrink(fd))
-            if in_progress(loc.name):
-                mark_uploader(fd, self.user)
-            handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish, created)
+            writer = self._writing_part(fd, loc, created or mode.truncate)
+            handle = OpenFile(fd, loc.vpath, mode, ledger, inode, finish, created, writer)
             if mode.truncate and st.st_size:
                 try:
                     await resize_fd(ledger, inode, fd, 0)
@@ -211,6 +217,17 @@ class Session:
                     await handle.close(completed=False)
                     raise
             return handle
+
+    def _writing_part(self, fd: int, loc: Location, fresh: bool) -> str:
+        """A file opened for writing under an in-progress name is held as being written
+        (any worker sees it) and, if this open replaced its content, is this user's; a
+        later write makes it this user's too (``OpenFile.writer``). Returns that user."""
+        if not in_progress(loc.name):
+            return ""
+        hold_writing(fd)
+        if fresh:
+            mark_uploader(fd, self.user)
+        return self.user
 
     def _atomic(self, mode: OpenMode) -> bool:
         """A new upload (write, create, truncate) in an atomic mode goes to a temporary file."""
@@ -249,8 +266,7 @@ class Session:
             st = os.fstat(fd)
             await self._count_new_file(temp, st)
             inode = ledger.open_inode(st)
-            if in_progress(loc.name):
-                mark_uploader(fd, self.user)
+            writer = self._writing_part(fd, loc, True)
             if size:
                 try:
                     await ledger.resize(inode, size)
@@ -268,7 +284,7 @@ class Session:
             self._put_in_place, dir_fd, temp.name, loc.name, ledger, _directory(loc), keep
         )
         finish = functools.partial(self._finished, place)
-        return OpenFile(fd, loc.vpath, mode, ledger, inode, finish, old is None)
+        return OpenFile(fd, loc.vpath, mode, ledger, inode, finish, old is None, writer)
 
     async def _finished(
         self, place: Callable[[bool], Awaitable[None]] | None, f: OpenFile, completed: bool
@@ -672,8 +688,10 @@ class Session:
             return False
         if (src_st.st_dev, src_st.st_ino) in self._ledger(src).inodes:
             return False
-        writer = uploader_of(src.dir_fd, src.name)
-        return writer == self.user or (writer is None and src.mount is None)
+        part = part_state(src.dir_fd, src.name)
+        if part.busy:
+            return False
+        return part.uploader == self.user or (part.uploader is None and src.mount is None)
 
     def _require_rename(
         self, src: Location, src_st: os.stat_result, dst: Location,
@@ -740,9 +758,9 @@ class Session:
             os.symlink(self.jail.disk_target(loc, target), loc.name, dir_fd=loc.dir_fd)
 
     async def link(self, old: str, new: str) -> None:
-        """A hard link: usage counts the inode once, so nothing changes. A link from an
-        in-progress name to a final one finishes an upload as a rename would (the
-        ``upload`` event), so that route to a final name is no quieter than a rename."""
+        """A hard link: usage counts the inode once, so nothing changes. Never to or from
+        an in-progress name: a second name would let a published file change through its
+        part name (an ``upload-part``, never an ``upload``), or finish an upload quietly."""
         with (
             self._op("link"),
             self.jail.locate(old, follow=False) as src,
@@ -758,14 +776,12 @@ class Session:
             # already be allowed where the file is (a read-only file stays read-only).
             for permission in sorted(_THROUGH_INODE & self._allowed(dst)):
                 self._require(permission, _directory(src))
-            src_st = require_exists(src)
-            finishing = self._finishing(src, src_st, dst)
-            sha256 = known_sha256(src_st) if finishing else ""  # the link changes ctime
+            if in_progress(src.name) or in_progress(dst.name):
+                raise PermissionDenied(
+                    "permission denied: an in-progress upload is finished by a rename, not a link"
+                )
             os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
                     follow_symlinks=False)  # fmt: skip
-            vpath = dst.vpath
-        if finishing:
-            await self._event("upload", vpath, size=src_st.st_size, sha256=sha256)
 
 
 #: What a second name of a file lets a user change in the file itself.

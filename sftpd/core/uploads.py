@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import fnmatch
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 UPLOAD_MODES = ("standard", "atomic", "atomic-resume")
 TEMP_PREFIX = ".sftpd-part-"
@@ -38,9 +40,9 @@ def in_progress(name: str) -> bool:
     return name.endswith(_ENDINGS) and any(fnmatch.fnmatchcase(name, p) for p in IN_PROGRESS)
 
 
-#: Who last opened an in-progress file for writing (a user name): only that user's rename
-#: of it to a final name finishes an upload (the ``upload`` event, and the rename without
-#: the ``rename`` permission), so nobody else in a shared folder can publish it.
+#: Who last wrote an in-progress file (a user name): only that user's rename of it to a
+#: final name finishes an upload (the ``upload`` event, and the rename without the
+#: ``rename`` permission), so nobody else in a shared folder can publish it.
 UPLOADER_XATTR = "user.sftpd.uploader"
 
 
@@ -50,17 +52,39 @@ def mark_uploader(fd: int, user: str) -> None:
         os.setxattr(fd, UPLOADER_XATTR, user.encode())
 
 
-def uploader_of(dir_fd: int, name: str) -> str | None:
-    """Who last wrote the in-progress file ``name`` ("" if nobody noted), or None where the
-    file system keeps no extended attributes."""
+def hold_writing(fd: int) -> None:
+    """While ``fd`` is open, the file is being written: a shared lock any process on this
+    host (any worker) sees, gone with the descriptor even if the process dies."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+
+@dataclass(frozen=True)
+class PartState:
+    uploader: str | None  # "" if nobody noted; None: the file system keeps no xattrs
+    busy: bool  # a descriptor somewhere still writes it (hold_writing)
+
+
+def part_state(dir_fd: int, name: str) -> PartState:
+    """Who wrote the in-progress regular file ``name`` and whether anyone still writes it."""
     try:
-        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)  # fmt: skip
     except OSError:
-        return ""
+        return PartState("", True)  # cannot look: as if it were still written
     try:
-        return os.getxattr(f"/proc/self/fd/{fd}", UPLOADER_XATTR).decode(errors="replace")
-    except OSError as exc:
-        return None if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) else ""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            busy = False
+        except BlockingIOError:
+            busy = True
+        except OSError:
+            busy = False
+        try:
+            uploader: str | None = os.getxattr(fd, UPLOADER_XATTR).decode(errors="replace")
+        except OSError as exc:
+            uploader = None if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) else ""
+        return PartState(uploader, busy)
     finally:
         os.close(fd)
 

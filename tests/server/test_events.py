@@ -4,6 +4,7 @@ delivered at least once with a stable id, and kept as a history (issue 26)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -115,24 +116,29 @@ async def test_a_partial_name_renamed_is_the_upload_even_in_a_drop_box(
 async def test_only_the_writer_of_a_closed_part_file_finishes_it(
     atomic: LiveServer, receiver: Receiver
 ) -> None:
-    """Two upload-only users of one shared folder: the other cannot publish (or be named in
-    the history for) a part file she did not write. A part file still being written is
-    not finished by a rename (atomic mode writes in place when appending), and a hard link
-    finishes an upload as a rename does."""
+    """Two users of one shared folder (upload, and overwrite for eve): eve cannot publish
+    (or be named in the history for) bob's part file, not even after opening it for
+    writing and writing nothing. A part file still being written (a handle here, or a
+    descriptor in another process: any worker) is not finished by a rename; a hard link
+    never takes an in-progress name."""
     store = atomic.service.store
     shared = atomic.tmp / "shared-drop"
     shared.mkdir()
     atomic.call(store.add_folder(FolderRecord("drop", str(shared), 0)))
     bob, eve = atomic.add_user(), atomic.add_user()
-    for u in (bob, eve):
+    for u, rights in ((bob, "upload"), (eve, "upload,overwrite")):
         atomic.call(store.mount(u.name, "team", "drop"))
-        atomic.set_access(u, paths=(("/team", "upload"),))
+        atomic.set_access(u, paths=(("/team", rights),))
     async with (
         atomic.connect(bob) as cb, cb.start_sftp_client() as sb,
         atomic.connect(eve) as ce, ce.start_sftp_client() as se,
     ):  # fmt: skip
         async with sb.open("/team/.x.xfer-part", "wb") as f:
             await f.write(b"bob's" * 100)
+        with pytest.raises(asyncssh.SFTPPermissionDenied, match="rename not allowed"):
+            await se.rename("/team/.x.xfer-part", "/team/x")
+        async with se.open("/team/.x.xfer-part", "ab"):
+            pass  # opened for writing, nothing written: still bob's
         with pytest.raises(asyncssh.SFTPPermissionDenied, match="rename not allowed"):
             await se.rename("/team/.x.xfer-part", "/team/x")
         await sb.rename("/team/.x.xfer-part", "/team/x")
@@ -143,16 +149,25 @@ async def test_only_the_writer_of_a_closed_part_file_finishes_it(
             await f.write(b" and")
             await sb.rename("/.w.xfer-part", "/w")  # still written: a rename, not an upload
             await f.write(b" the rest")
+        async with sb.open("/.v.xfer-part", "wb") as f:
+            await f.write(b"v")
+        fd = os.open(bob.home / ".v.xfer-part", os.O_WRONLY)  # another process writing it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            await sb.rename("/.v.xfer-part", "/v")
+        finally:
+            os.close(fd)
         async with sb.open("/.z.xfer-part", "wb") as f:
             await f.write(b"linked")
-        await sb.link("/.z.xfer-part", "/z")
-        await sb.remove("/.z.xfer-part")
-    await asyncio.to_thread(wait_until, lambda: len(mine(receiver, bob)) >= 2, "no uploads")
+        with pytest.raises(asyncssh.SFTPPermissionDenied, match="finished by a rename"):
+            await sb.link("/.z.xfer-part", "/z")
+        with pytest.raises(asyncssh.SFTPPermissionDenied, match="finished by a rename"):
+            await sb.link("/w", "/.y.xfer-part")
+    await asyncio.to_thread(wait_until, lambda: len(mine(receiver, bob, "rename")) >= 2, "none")
     await asyncio.to_thread(settled, atomic)
-    assert sorted((e["path"], e["size"]) for e in mine(receiver, bob)) == [
-        ("/team/x", 500), ("/z", 6)]  # fmt: skip
-    assert [(e["path"], e["target"]) for e in mine(receiver, bob, "rename")] == [
-        ("/.w.xfer-part", "/w")]  # fmt: skip
+    assert [(e["path"], e["size"]) for e in mine(receiver, bob)] == [("/team/x", 500)]
+    assert sorted((e["path"], e["target"]) for e in mine(receiver, bob, "rename")) == [
+        ("/.v.xfer-part", "/v"), ("/.w.xfer-part", "/w")]  # fmt: skip
     assert mine(receiver, eve) == []
 
 
