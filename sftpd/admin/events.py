@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -11,9 +12,10 @@ import typer
 
 from sftpd.admin.base import JsonOpt, app, fail, with_store
 from sftpd.events import EVENT_NAMES
-from sftpd.events.pathglob import path_pattern
+from sftpd.events.pathglob import PathPattern, path_pattern
 from sftpd.logs import one_line
 from sftpd.sizes import format_size
+from sftpd.store import Store
 from sftpd.store.outbox import STATES, EventQuery, StoredEvent, summary
 
 events_app = typer.Typer(
@@ -26,7 +28,7 @@ app.add_typer(events_app, name="events")
 #: How far back ``--since`` reaches: 90m, 36h, 7d, or a date / date and time.
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SCAN_FACTOR = 20  # rows read per row wanted when --path narrows by pattern
+PAGE = 2000  # rows read at a time, newest first, when --path matches a pattern
 
 
 def parse_since(text: str, now: float) -> float:
@@ -45,6 +47,21 @@ def parse_since(text: str, now: float) -> float:
 def _prefix(pattern: str) -> str:
     """The literal start of a path pattern, which the store can narrow by."""
     return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+
+
+async def _matching(
+    store: Store, query: EventQuery, pattern: PathPattern, limit: int
+) -> list[StoredEvent]:
+    """The newest ``limit`` events whose path matches, paging back through those that
+    share the pattern's literal start until enough match or none are left."""
+    found: list[StoredEvent] = []
+    while len(found) < limit:
+        page = await store.query_events(query)
+        found[:0] = [e for e in page if pattern.fullmatch(e.data.get("path", ""))]
+        if len(page) < query.limit:
+            break
+        query = dataclasses.replace(query, before_seq=page[0].seq)
+    return found[-limit:]
 
 
 def _line(e: StoredEvent) -> str:
@@ -102,13 +119,14 @@ def events_list(
         names=names,
         since=parse_since(since, time.time()) if since else None,
         state=state,
-        limit=limit * SCAN_FACTOR if path else limit,
+        limit=max(limit, PAGE) if path else limit,
         path_prefix=_prefix(path) if path else "",
     )
-    found = with_store(ctx, lambda s, _c: s.query_events(query))
     if path:
         pattern = path_pattern(path)
-        found = [e for e in found if pattern.fullmatch(e.data.get("path", ""))][-limit:]
+        found = with_store(ctx, lambda s, _c: _matching(s, query, pattern, limit))
+    else:
+        found = with_store(ctx, lambda s, _c: s.query_events(query))
     if json_out:
         typer.echo(json.dumps([_as_json(e) for e in found]))
         return

@@ -71,6 +71,7 @@ class EventQuery:
     state: State | None = None  # only events with a delivery in this state
     limit: int = 100  # the newest this many, in order
     path_prefix: str = ""  # narrows the query; the caller matches patterns itself
+    before_seq: int | None = None  # only events older than this one (paging back)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,8 @@ def _where(query: EventQuery) -> tuple[str, tuple[Any, ...]]:
             + arg(query.state)
             + ")"
         )
+    if query.before_seq is not None:
+        clauses.append(f"seq<{arg(query.before_seq)}")
     return " AND ".join(clauses), tuple(args)
 
 

@@ -250,6 +250,9 @@ def _where(query: EventQuery) -> tuple[str, tuple[Any, ...]]:
     if query.state is not None:
         clauses.append("EXISTS (SELECT 1 FROM deliveries WHERE event_seq=seq AND state=?)")
         args.append(query.state)
+    if query.before_seq is not None:
+        clauses.append("seq<?")
+        args.append(query.before_seq)
     return " AND ".join(clauses), tuple(args)
 
 

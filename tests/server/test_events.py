@@ -16,10 +16,10 @@ from typing import Any
 import asyncssh
 import pytest
 
-from sftpd.events import EVENT_NAMES
+from sftpd.events import EVENT_NAMES, Event
 from sftpd.events.hooks import Hook
-from sftpd.store import FolderRecord
-from sftpd.store.outbox import EventQuery
+from sftpd.store import FolderRecord, open_store
+from sftpd.store.outbox import EventQuery, NewEvent
 from tests.support import Xfer, run
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 from tests.support.receiver import Receiver, wait_until
@@ -387,3 +387,28 @@ async def test_history_is_pruned_after_its_retention(tmp_path: Path) -> None:
         await asyncio.to_thread(wait_until, lambda: kept() == 0, "never pruned", 20)
     finally:
         stop_live_server(server)
+
+
+async def test_a_path_filter_finds_matches_behind_many_that_share_its_start(
+    tmp_path: Path,
+) -> None:
+    """The store narrows by the pattern's literal start (``/report``); matching the rest
+    pages back until enough match: 2,500 newer ``/report...`` events that do not match
+    once hid an upload that did."""
+    assert run(tmp_path, "user", "add", "eve").returncode == 0
+    store = await open_store(str(tmp_path / "data" / "sftpd.db"))
+    try:
+        await store.record_events([NewEvent(Event("upload", "eve", path="/report1.csv")
+                                            .to_dict())])  # fmt: skip
+        noise = [NewEvent(Event("upload", "eve", path=f"/report{i}.txt").to_dict())
+                 for i in range(2500)]  # fmt: skip
+        await store.record_events(noise)
+    finally:
+        await store.close()
+    r = run(tmp_path, "events", "list", "--path", "/report*.csv", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [e["path"] for e in json.loads(r.stdout)] == ["/report1.csv"]
+    r = run(tmp_path, "events", "list", "--path", "/report*.txt", "--limit", "3", "--json")
+    assert [e["path"] for e in json.loads(r.stdout)] == [
+        f"/report{i}.txt" for i in (2497, 2498, 2499)
+    ]
