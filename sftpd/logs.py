@@ -24,7 +24,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 audit_log = logging.getLogger("sftpd.audit")
 #: Characters no text line may hold raw: C0, DEL, C1, U+2028/2029, and the bidirectional
 #: controls that reorder what a terminal shows (a class body for ``re``).
-_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u061c\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _UNSAFE_IN_MESSAGE = re.compile(rf"[\\{_CONTROL}]")
 _UNSAFE_IN_VALUE = re.compile(rf'[\\"{_CONTROL}]')
 _PLAIN = re.compile(rf'[^\s="\\{_CONTROL}]+')

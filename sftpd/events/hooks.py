@@ -79,11 +79,16 @@ class Hook:
         return urlunsplit(parts._replace(netloc=host))
 
     def wants(self, event: Event) -> bool:
+        """Its events, users and paths: a rename matches by where it came from or went
+        (a move into ``/incoming`` is a rename a hook on ``/incoming/**`` hears of)."""
         if event.name not in self.events:
             return False
         if self.users and event.user not in self.users:
             return False
-        return not self.paths or any(path_pattern(p).fullmatch(event.path) for p in self.paths)
+        if not self.paths:
+            return True
+        paths = (event.path, event.target) if event.target else (event.path,)
+        return any(path_pattern(p).fullmatch(x) for p in self.paths for x in paths)
 
 
 def old_meaning_warnings(hooks: tuple[Hook, ...]) -> list[str]:

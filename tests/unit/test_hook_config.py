@@ -110,3 +110,10 @@ def test_matching_stays_linear_whatever_the_pattern() -> None:
         assert not Hook(("upload",), paths=(pattern,)).wants(Event("upload", "u", path=path))
     assert Hook(("upload",), paths=(pattern,)).wants(Event("upload", "u", path=path + "b"))
     assert time.process_time() - started < 5  # about 0.1 s; a regex: hours
+
+
+def test_a_rename_matches_by_either_path() -> None:
+    hook = Hook(("rename",), paths=("/incoming/**",))
+    assert hook.wants(Event("rename", "u", path="/tmp/a", target="/incoming/a"))
+    assert hook.wants(Event("rename", "u", path="/incoming/a", target="/done/a"))
+    assert not hook.wants(Event("rename", "u", path="/tmp/a", target="/tmp/b"))
