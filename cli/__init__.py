@@ -4,3 +4,5 @@
 ``transfer.py`` does resume, verification and progress; ``errors.py`` holds the
 exit-code table.
 """
+
+import sftpd  # noqa: F401  (first: it silences asyncssh's DSA warnings before asyncssh loads)
