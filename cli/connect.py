@@ -19,7 +19,7 @@ import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
 from sftpd.ssh.algorithms import CLIENT_WINDOW, SUPPORTED_CIPHERS
-from sftpd.ssh.compat import skip_cbc_countermeasure, use_fast_chacha
+from sftpd.ssh.compat import quiet_logging, skip_cbc_countermeasure, use_fast_chacha
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
 
@@ -204,6 +204,7 @@ def _remember(path: Path, pattern: str, key: asyncssh.SSHKey) -> None:
 async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
     """Open an authenticated connection, or raise XferError (codes 3 and 4)."""
     use_fast_chacha()  # if a server (or ~/.ssh/config) settles on chacha20-poly1305
+    quiet_logging()
     known = _load_known(opts.known_hosts_path)
     client = _Client(opts, known)
     kwargs: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """Every use of asyncssh internals, in one place, written for one asyncssh series.
 
-sftpd and xfer reach past asyncssh's public API in four ways, each listed in
+sftpd and xfer reach past asyncssh's public API in six ways, each listed in
 docs/asyncssh.md and guarded by tests/unit/test_compat.py (which pins the source
 of every asyncssh function these rely on, so an upgrade that changes one fails
 the suite instead of silently changing behaviour):
@@ -12,7 +12,8 @@ the suite instead of silently changing behaviour):
 3. :func:`skip_cbc_countermeasure` wraps ``send_packet`` to drop empty IGNOREs;
 4. :func:`client_extended_request` sends an SFTP extension asyncssh's client lacks;
 5. :func:`use_fast_chacha` puts ``sftpd/ssh/chacha.py`` in asyncssh's cipher table in place
-   of its chacha20-poly1305 shim.
+   of its chacha20-poly1305 shim;
+6. :func:`quiet_logging` makes asyncssh format log arguments only for lines it writes.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -24,6 +25,10 @@ from typing import Any, cast
 
 import asyncssh
 from asyncssh import encryption as _encryption
+from asyncssh import logging as _logging
+from asyncssh import misc as _misc
+from asyncssh import packet as _packet
+from asyncssh import sftp as _sftp
 from asyncssh.constants import (
     FXP_EXTENDED_REPLY,
     FXP_NAME,
@@ -157,3 +162,45 @@ def use_fast_chacha() -> str:
     if CHACHA in params:
         params[CHACHA] = (FastChachaEncryption, params[CHACHA][1])  # type: ignore[assignment]
     return implementation()
+
+
+# -- 6. no log formatting when nothing is logged -----------------------------------------
+
+
+class _Shown:
+    """``hide_empty(value)`` formatted only if a log line is written."""
+
+    __slots__ = ("prefix", "value")
+
+    def __init__(self, value: object, prefix: str = ", ") -> None:
+        self.value, self.prefix = value, prefix
+
+    def __str__(self) -> str:
+        return _hide_empty(self.value, self.prefix)
+
+
+_hide_empty = _misc.hide_empty
+_log = _logging.SSHLogger.log
+_log_packet = _packet.SSHPacketLogger._log_packet
+
+
+def _log_if_enabled(
+    self: _logging.SSHLogger, level: int, msg: object, *args: Any, **kw: Any
+) -> None:
+    if self.isEnabledFor(level):
+        _log(self, level, msg, *args, **kw)
+
+
+def _log_packet_if_enabled(self: _packet.SSHPacketLogger, *args: Any) -> None:
+    if _logging.SSHLogger._debug_level >= 3 and self.logger.isEnabledFor(logging.DEBUG):
+        _log_packet(self, *args)
+
+
+def quiet_logging() -> None:
+    """Skip the work asyncssh does for a log line before it asks whether the line is
+    logged: its ``SSHLogger.log`` converts every argument, ``_log_packet`` names and
+    counts every packet for a level-3 debug line, and the SFTP handlers format a request's
+    attributes (``hide_empty``) for a debug line. With logging on, the same lines result."""
+    _logging.SSHLogger.log = _log_if_enabled  # type: ignore[method-assign]
+    _packet.SSHPacketLogger._log_packet = _log_packet_if_enabled  # type: ignore[method-assign,assignment]
+    _sftp.hide_empty = _Shown  # type: ignore[attr-defined,assignment]

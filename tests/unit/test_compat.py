@@ -11,6 +11,7 @@ import ast
 import hashlib
 import importlib
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ PINNED = {
     "encryption.ChachaEncryption": "5902581e97e59135",
     "encryption.get_encryption": "23e1cd4df063d09b",
     "encryption.get_encryption_params": "94d714f8def4ae22",
+    # 6. compat.quiet_logging guards these (and must see every caller of hide_empty log)
+    "logging.SSHLogger.log": "508a0a50623f9179",
+    "logging.SSHLogger.packet": "a4baf6329fa97dcf",
+    "packet.SSHPacketLogger._log_packet": "f3263d7da93663f1",
+    "misc.hide_empty": "c3b01c4b0c24f957",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
@@ -161,3 +167,24 @@ async def test_binary_streams_and_extended_requests_work_end_to_end(tmp_path: Pa
             assert packet.get_remaining_payload() == hashlib.sha256(b"hello\n").digest()
     finally:
         server.stop()
+
+
+def test_quiet_logging_formats_only_lines_that_are_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    compat.quiet_logging()
+    formatted = []
+
+    class Attrs:
+        def __str__(self) -> str:
+            formatted.append(1)
+            return "size=1"
+
+    log = asyncssh.logging.sftp_logger
+    shown = asyncssh.sftp.hide_empty  # type: ignore[attr-defined]
+    caplog.set_level(logging.INFO, logger="asyncssh")
+    log.debug1("open %s%s", b"f", shown(Attrs()))
+    assert formatted == [] and caplog.records == []
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    log.debug1("open %s%s", b"f", shown(Attrs()))
+    assert [r.getMessage() for r in caplog.records] == ["open f, size=1"]
