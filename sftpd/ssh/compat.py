@@ -184,6 +184,13 @@ _log = _logging.SSHLogger.log
 _log_packet = _packet.SSHPacketLogger._log_packet
 
 
+#: What :func:`quiet_logging` replaces, as asyncssh wrote it (the pins read these).
+REPLACED: dict[str, object] = {
+    "logging.SSHLogger.log": _log,
+    "packet.SSHPacketLogger._log_packet": _log_packet,
+}
+
+
 def _log_if_enabled(
     self: _logging.SSHLogger, level: int, msg: object, *args: Any, **kw: Any
 ) -> None:

@@ -54,6 +54,8 @@ PINNED = {
 
 
 def _resolve(dotted: str) -> Any:
+    if dotted in compat.REPLACED:  # asyncssh's own, even once a server here replaced it
+        return compat.REPLACED[dotted]
     module, *attrs = dotted.split(".")
     obj: Any = importlib.import_module(f"asyncssh.{module}")
     for attr in attrs:
