@@ -190,3 +190,25 @@ def test_quiet_logging_formats_only_lines_that_are_written(
     caplog.set_level(logging.DEBUG, logger="asyncssh")
     log.debug1("open %s%s", b"f", shown(Attrs()))
     assert [r.getMessage() for r in caplog.records] == ["open f, size=1"]
+
+
+def test_every_hide_empty_result_goes_only_to_a_log_call() -> None:
+    """quiet_logging makes ``hide_empty`` lazy: safe only while asyncssh's SFTP module uses
+    its result as a log argument and nowhere else."""
+    tree = ast.parse(inspect.getsource(importlib.import_module("asyncssh.sftp")))
+    in_log, uses = 0, 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            is_log = isinstance(func, ast.Attribute) and func.attr.startswith("debug")
+            for arg in node.args:
+                if (
+                    isinstance(arg, ast.Call)
+                    and isinstance(arg.func, ast.Name)
+                    and arg.func.id == "hide_empty"
+                ):
+                    in_log += is_log
+        if isinstance(node, ast.Name) and node.id == "hide_empty":
+            uses += 1
+    assert in_log > 0
+    assert uses == in_log  # every name use is an argument of a debug line
