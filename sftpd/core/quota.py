@@ -43,12 +43,14 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sftpd.core.errors import QuotaExceeded
 
 log = logging.getLogger("sftpd.quota")
+T = TypeVar("T")
 
 CHUNK = 8 * 1024 * 1024
 #: A claim doubles after each one granted in full, up to this: a 1 GiB upload then makes
@@ -101,11 +103,22 @@ class LedgerStore(Protocol):
 SHRUNK_XATTR = "user.sftpd.shrunk"
 
 
+def _on_fd(call: Callable[..., T], fd: int, *args: object) -> T:
+    """An xattr call on descriptor ``fd`` itself (no path lookup), or through its /proc
+    link when it is an O_PATH descriptor, which the f*xattr calls refuse (EBADF)."""
+    try:
+        return call(fd, *args)
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+    return call(f"/proc/self/fd/{fd}", *args)
+
+
 def noted_shrink(fd: int) -> int | None:
     """The inode's :data:`SHRUNK_XATTR` (0 if none); None where the file system has no
     extended attributes. ``fd`` may be an O_PATH descriptor."""
     try:
-        return int(os.getxattr(f"/proc/self/fd/{fd}", SHRUNK_XATTR))
+        return int(_on_fd(os.getxattr, fd, SHRUNK_XATTR))
     except OSError as exc:
         return 0 if exc.errno == errno.ENODATA else None
     except ValueError:
@@ -122,7 +135,7 @@ def note_shrink(fd: int, n: int) -> int:
         had = noted_shrink(fd)
         if had is None:
             return 0
-        os.setxattr(f"/proc/self/fd/{fd}", SHRUNK_XATTR, str(had + n).encode())
+        _on_fd(os.setxattr, fd, SHRUNK_XATTR, str(had + n).encode())
     except OSError:
         return 0
     return n

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sftpd.core.errors import QuotaExceeded
-from sftpd.core.quota import CHUNK, QuotaLedger
+from sftpd.core.quota import CHUNK, SHRUNK_XATTR, QuotaLedger, note_shrink, noted_shrink
 from sftpd.store import Store, UserRecord, open_store
 
 
@@ -141,3 +141,22 @@ async def test_claims_double_while_granted_in_full_and_start_over_near_the_quota
     assert ledger.claim == CHUNK
     with pytest.raises(QuotaExceeded):
         await ledger.grow(ledger.pool + 1)
+
+
+def test_shrink_notes_reach_the_inode_through_any_descriptor(tmp_path: Path) -> None:
+    """The note a truncating process leaves is read by a writer's plain descriptor and by
+    the O_PATH descriptor a removal keeps (xattr calls on the fd, or via /proc for O_PATH)."""
+    target = tmp_path / "f"
+    target.write_bytes(b"x" * 10)
+    rw = os.open(target, os.O_RDWR)
+    held = os.open(target, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        assert noted_shrink(rw) == 0
+        assert note_shrink(held, 7) == 7
+        assert note_shrink(rw, 5) == 5
+        assert noted_shrink(rw) == noted_shrink(held) == 12
+        assert os.getxattr(target, SHRUNK_XATTR) == b"12"
+    finally:
+        os.close(rw)
+        os.close(held)
+    assert noted_shrink(rw) is None  # a closed descriptor: nothing to read, no exception
