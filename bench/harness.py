@@ -104,6 +104,10 @@ class Bench:
             start_openssh(self.tmp, pub),
             start_bare(self.tmp, pub),
         ]
+        self.start_clients()
+
+    def start_clients(self) -> None:
+        """Known hosts for the servers, and the source files."""
         lines = [
             f"[127.0.0.1]:{s.port} {Path(s.extra['host_key']).read_text().split(' ')[0]} "
             f"{Path(s.extra['host_key']).read_text().split(' ')[1]}"

@@ -121,16 +121,20 @@ def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sftpd(tmp: Path, client_pub: Path, workers: int | None = None) -> Server:
-    """sftpd as users run it: ``workers=None`` means its default, one process per core."""
-    name = "sftpd" if workers is None else f"sftpd-{workers}"
+def start_sftpd(
+    tmp: Path, client_pub: Path, workers: int | None = None, code: Path | None = None,
+    name: str = "",
+) -> Server:  # fmt: skip
+    """sftpd as users run it: ``workers=None`` means its default, one process per core;
+    ``code``: run the tree there (another commit) instead of the installed one."""
+    name = name or ("sftpd" if workers is None else f"sftpd-{workers}")
     data, keys = tmp / f"{name}-data", tmp / f"{name}-keys"
     base = [sys.executable, "-m", "sftpd", "--data-dir", str(data), "--keys-dir", str(keys)]
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     subprocess.run(
         [*base, "user", "add", "bench", "--key", str(client_pub), "--quota", "unlimited"],
-        check=True,
-        capture_output=True,
-    )
+        check=True, capture_output=True, cwd=code, env=env,
+    )  # fmt: skip
     port = free_port()
     args = [
         *base,
@@ -149,8 +153,8 @@ def start_sftpd(tmp: Path, client_pub: Path, workers: int | None = None) -> Serv
     ]
     if workers:
         args += ["--workers", str(workers)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    wait_port(port, proc, "sftpd")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, cwd=code, env=env)
+    wait_port(port, proc, name)
     return Server(
         name,
         port,

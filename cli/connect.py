@@ -19,7 +19,7 @@ import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
 from sftpd.ssh.algorithms import CLIENT_WINDOW, SUPPORTED_CIPHERS
-from sftpd.ssh.compat import quiet_logging, skip_cbc_countermeasure, use_fast_chacha
+from sftpd.ssh.compat import fast_send, quiet_logging, use_fast_ciphers
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
 
@@ -139,7 +139,7 @@ class _Client(asyncssh.SSHClient):
         self._password_tries = 0
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        skip_cbc_countermeasure(conn)
+        fast_send(conn)
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -203,7 +203,7 @@ def _remember(path: Path, pattern: str, key: asyncssh.SSHKey) -> None:
 
 async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
     """Open an authenticated connection, or raise XferError (codes 3 and 4)."""
-    use_fast_chacha()  # if a server (or ~/.ssh/config) settles on chacha20-poly1305
+    use_fast_ciphers()  # if a server (or ~/.ssh/config) settles on chacha20-poly1305
     quiet_logging()
     known = _load_known(opts.known_hosts_path)
     client = _Client(opts, known)

@@ -33,7 +33,7 @@ from sftpd.reconcile import (
     remove_leftover_uploads,
 )
 from sftpd.ssh.algorithms import SERVER_WINDOW
-from sftpd.ssh.compat import quiet_logging, use_fast_chacha
+from sftpd.ssh.compat import quiet_logging, use_fast_ciphers
 from sftpd.store import AccessRecord, Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class Service:
         from sftpd.ssh.connection import Connection
 
         settings = self.settings
-        log.debug("chacha20-poly1305", extra={"implementation": use_fast_chacha()})
+        log.debug("chacha20-poly1305", extra={"implementation": use_fast_ciphers()})
         quiet_logging()
         for addr in settings.listen:
             try:

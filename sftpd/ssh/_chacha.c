@@ -131,6 +131,17 @@ static void Chacha_dealloc(Chacha *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The encrypted header and payload into o, the tag into tag. */
+static int seal_into(Chacha *self, unsigned long long seq, Py_buffer *header,
+                     Py_buffer *payload, unsigned char *o, unsigned char *tag) {
+    unsigned char polykey[32];
+    int ok = keystream(self->length, seq, 0, header->buf, o, header->len) &&
+             main_stream(self, seq, payload->buf, o + header->len, payload->len, polykey) &&
+             tag_of(self, polykey, o, header->len, o + header->len, payload->len, tag);
+    OPENSSL_cleanse(polykey, sizeof polykey);
+    return ok;
+}
+
 /* encrypt(seq, header, payload) -> (encrypted header + payload, tag) */
 static PyObject *Chacha_encrypt(Chacha *self, PyObject *args) {
     unsigned long long seq;
@@ -139,16 +150,9 @@ static PyObject *Chacha_encrypt(Chacha *self, PyObject *args) {
         return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, header.len + payload.len);
     PyObject *tag = PyBytes_FromStringAndSize(NULL, TAG_LEN);
-    int ok = 0;
-    if (out && tag) {
-        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-        unsigned char polykey[32];
-        ok = keystream(self->length, seq, 0, header.buf, o, header.len) &&
-             main_stream(self, seq, payload.buf, o + header.len, payload.len, polykey) &&
-             tag_of(self, polykey, o, header.len, o + header.len, payload.len,
-                    (unsigned char *)PyBytes_AS_STRING(tag));
-        OPENSSL_cleanse(polykey, sizeof polykey);
-    }
+    int ok = out && tag &&
+             seal_into(self, seq, &header, &payload, (unsigned char *)PyBytes_AS_STRING(out),
+                       (unsigned char *)PyBytes_AS_STRING(tag));
     PyBuffer_Release(&header);
     PyBuffer_Release(&payload);
     if (!ok) {
@@ -157,6 +161,26 @@ static PyObject *Chacha_encrypt(Chacha *self, PyObject *args) {
         return PyErr_Occurred() ? NULL : fail();
     }
     return Py_BuildValue("(NN)", out, tag);
+}
+
+/* seal(seq, header, payload) -> encrypted header + payload + tag, one buffer to send */
+static PyObject *Chacha_seal(Chacha *self, PyObject *args) {
+    unsigned long long seq;
+    Py_buffer header, payload;
+    if (!PyArg_ParseTuple(args, "Ky*y*", &seq, &header, &payload))
+        return NULL;
+    Py_ssize_t n = header.len + payload.len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + TAG_LEN);
+    int ok = out && seal_into(self, seq, &header, &payload,
+                              (unsigned char *)PyBytes_AS_STRING(out),
+                              (unsigned char *)PyBytes_AS_STRING(out) + n);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&payload);
+    if (!ok) {
+        Py_XDECREF(out);
+        return PyErr_Occurred() ? NULL : fail();
+    }
+    return out;
 }
 
 /* decrypt_header(seq, header) -> the decrypted length bytes */
@@ -243,6 +267,8 @@ done:
 static PyMethodDef Chacha_methods[] = {
     {"encrypt", (PyCFunction)Chacha_encrypt, METH_VARARGS,
      "encrypt(seq, header, payload) -> (encrypted header + payload, tag)"},
+    {"seal", (PyCFunction)Chacha_seal, METH_VARARGS,
+     "seal(seq, header, payload) -> encrypted header + payload + tag"},
     {"decrypt_header", (PyCFunction)Chacha_decrypt_header, METH_VARARGS,
      "decrypt_header(seq, header) -> decrypted header"},
     {"decrypt", (PyCFunction)Chacha_decrypt, METH_VARARGS,

@@ -9,7 +9,7 @@ the whole packet twice. Two replacements, same wire format (PROTOCOL.chacha20pol
 - :class:`PythonCipher`, on ``cryptography`` when the accelerator did not build: one
   context gives the Poly1305 key and then the payload, and Poly1305 is fed in pieces.
 
-:func:`compat.use_fast_chacha` installs whichever is available in asyncssh's table.
+:func:`compat.use_fast_ciphers` installs whichever is available in asyncssh's table.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ChachaCipher(Protocol):
     """One direction's chacha20-poly1305@openssh.com, packet by packet."""
 
     def encrypt(self, seq: int, header: bytes, payload: bytes) -> tuple[bytes, bytes]: ...
+    def seal(self, seq: int, header: bytes, payload: bytes) -> bytes: ...
     def decrypt_header(self, seq: int, header: bytes) -> bytes: ...
     def decrypt(
         self, seq: int, first: bytes, rest: bytes, header_len: int, tag: bytes
@@ -69,6 +70,9 @@ class PythonCipher:
         mac.update(enc_header)
         mac.update(body)
         return enc_header + body, mac.finalize()
+
+    def seal(self, seq: int, header: bytes, payload: bytes) -> bytes:
+        return b"".join(self.encrypt(seq, header, payload))
 
     def decrypt_header(self, seq: int, header: bytes) -> bytes:
         return self._stream(self._length, seq).update(header)
@@ -121,6 +125,10 @@ class FastChachaEncryption:
 
     def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
         return self._cipher.encrypt(seq, header, packet)
+
+    def seal(self, seq: int, header: bytes, packet: bytes) -> bytes:
+        """``encrypt_packet``'s two results as one buffer (compat.fast_send)."""
+        return self._cipher.seal(seq, header, packet)
 
     def decrypt_header(self, seq: int, first_block: bytes, header_len: int) -> tuple[bytes, bytes]:
         return first_block, self._cipher.decrypt_header(seq, first_block[:header_len])

@@ -63,7 +63,7 @@ def test_forgeries_and_wrong_sequence_numbers_are_refused() -> None:
 
 
 def test_new_connections_use_it(live_server: LiveServer) -> None:
-    assert compat.use_fast_chacha() == "native"
+    assert compat.use_fast_ciphers() == "native"
     installed: object = asyncssh.encryption._enc_params[CHACHA.encode()][0]
     assert installed is chacha.FastChachaEncryption
     assert CHACHA.encode() in asyncssh.encryption.get_default_encryption_algs()
@@ -84,7 +84,7 @@ async def test_asyncssh_client_against_openssh_sshd(
     openssh_server: OpenSSHServer, tmp_path: Path
 ) -> None:
     """The client side (xfer's connections) against OpenSSH's server."""
-    compat.use_fast_chacha()
+    compat.use_fast_ciphers()
     data = os.urandom(2 * 1024 * 1024 + 5)
     remote = openssh_server.root / f"{tmp_path.name}-chacha.bin"
     async with asyncssh.connect(

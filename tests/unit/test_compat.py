@@ -12,6 +12,8 @@ import hashlib
 import importlib
 import inspect
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PINNED = {
     # 2. sftpd/ssh/channels.py replaces its stream setup (compat.binary_streams)
     "stream.SSHServerStreamSession.session_started": "9baa3d185c0a7fb2",
-    # 3. compat.skip_cbc_countermeasure drops the IGNORE it sends via self.send_packet
+    # 3. compat.fast_send drops the IGNORE it sends via self.send_packet, and does its work
+    # (framing, sequence and rekey counts) for our AEAD ciphers
     "connection.SSHConnection.send_packet": "fb9da7bec6dd395a",
+    "connection.SSHConnection._send": "c6698a37eb80f574",
     # 4. compat.client_extended_request
     "sftp.SFTPClientHandler._make_request": "89d230f05bd86d76",
-    # 5. compat.use_fast_chacha replaces ChachaEncryption in the table these read
+    # 5. compat.use_fast_ciphers replaces ChachaEncryption and GCMEncryption in the table
+    # these read (sftpd/ssh/chacha.py and gcm.py implement their methods)
     "encryption.ChachaEncryption": "5902581e97e59135",
+    "encryption.GCMEncryption": "d255f9e6b1fa73ee",
     "encryption.get_encryption": "23e1cd4df063d09b",
     "encryption.get_encryption_params": "94d714f8def4ae22",
     # 6. compat.quiet_logging guards these (and must see every caller of hide_empty log)
@@ -122,7 +128,7 @@ async def _packets_sent(patch: bool, requests: int) -> int:
             agent_path=None, encryption_algs=["aes128-gcm@openssh.com"],
         ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
             if patch:
-                compat.skip_cbc_countermeasure(conn)
+                compat.fast_send(conn)
             before = conn._send_seq
             for _ in range(requests):
                 await sftp.stat(".")
@@ -212,3 +218,80 @@ def test_every_hide_empty_result_goes_only_to_a_log_call() -> None:
             uses += 1
     assert in_log > 0
     assert uses == in_log  # every name use is an argument of a debug line
+
+
+class _Conn:
+    """What ``SSHConnection.send_packet`` reads and calls on its connection, after keys
+    and login, sending through ``encryption`` (asyncssh's path is the reference)."""
+
+    def __init__(self, encryption: Any, blocksize: int) -> None:
+        self._auth_complete = self._kex_complete = True
+        self._rekey_bytes, self._rekey_bytes_sent = 1 << 30, 0
+        self._rekey_seconds, self._rekey_time = 3600.0, time.monotonic() + 3600
+        self._send_encryption, self._send_blocksize = encryption, blocksize
+        self._send_enchdrlen = 1  # an AEAD cipher: the length is not part of the padding
+        self._compressor, self._compress_after_auth = None, False
+        self._send_seq, self._strict_kex = 7, False
+        self._deferred_packets: list[object] = []
+        self.logger = logging.getLogger("asyncssh")
+        self.sent: list[bytes] = []
+        self.kexinits = 0
+
+    def _send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def _send_kexinit(self) -> None:
+        self.kexinits += 1
+
+    def log_sent_packet(self, *_: object) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return "aead"
+
+    def send_packet(self, pkttype: int, *args: bytes, **kw: Any) -> None:
+        if pkttype == asyncssh.constants.MSG_IGNORE and args == (asyncssh.packet.String(b""),):
+            return  # the empty IGNOREs fast_send drops too
+        asyncssh.connection.SSHConnection.send_packet(self, pkttype, *args, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+)
+def test_fast_send_puts_the_same_bytes_on_the_wire_as_asyncssh(
+    cipher: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte for byte (padding made deterministic), with the same sequence numbers and
+    rekey count, for channel packets of every size; and a packet it must not handle
+    (a login packet, a rekey due) goes through asyncssh's own path."""
+    from asyncssh import encryption
+
+    monkeypatch.setattr("os.urandom", lambda n: bytes(range(n)))
+    name = cipher.encode()
+    theirs_class = {"chacha20-poly1305@openssh.com": encryption.ChachaEncryption}.get(
+        cipher, encryption.GCMEncryption
+    )
+    compat.use_fast_ciphers()
+    ours_class, cipher_name = encryption._enc_params[name]
+    assert ours_class is not theirs_class and hasattr(ours_class, "seal")
+    key_size, iv_size, blocksize, *_ = encryption.get_encryption_params(name)
+    key, iv = os.urandom(key_size), bytes(reversed(range(iv_size)))
+    reference = _Conn(theirs_class.new(cipher_name, key, iv), blocksize)
+    fast = _Conn(ours_class.new(cipher_name, key, iv), blocksize)
+    compat.fast_send(fast)  # type: ignore[arg-type]
+    packets: list[tuple[int, list[bytes]]] = [
+        (94, [b"\0\0\0\1", asyncssh.packet.String(b"x" * n)])
+        for n in (0, 1, 3, 15, 16, 17, 100, 4096, 32768)
+    ]
+    packets += [(93, [b"\0\0\0\1", b"\0\1\0\0"]), (52, []), (94, [b"\0\0\0\2", b""])]
+    for pkttype, args in packets:
+        reference.send_packet(pkttype, *args)
+        fast.send_packet(pkttype, *args)
+        fast.send_packet(asyncssh.constants.MSG_IGNORE, asyncssh.packet.String(b""))
+    assert fast.sent == reference.sent and len(fast.sent) == len(packets)
+    assert (fast._send_seq, fast._rekey_bytes_sent) == (reference._send_seq,
+                                                        reference._rekey_bytes_sent)  # fmt: skip
+    fast._rekey_bytes_sent = reference._rekey_bytes_sent = 1 << 30  # a rekey is due
+    reference.send_packet(94, b"\0\0\0\1", b"")
+    fast.send_packet(94, b"\0\0\0\1", b"")
+    assert fast.kexinits == reference.kexinits == 1 and fast.sent == reference.sent
