@@ -16,11 +16,12 @@ SUPPORTED_CIPHERS = (
 #: SSH channel windows: how much data may be in flight before the receiver acknowledges.
 #: A window bounds one channel to about window / round-trip time: asyncssh's default 2 MiB
 #: held OpenSSH sftp uploads to sftpd at 16 MB/s through a 50 ms link, 8 MiB let it do 62
-#: and 16 MiB 105. But on loopback a 16 MiB server window halves uploads (sftp -c
+#: and 16 MiB 105. But on loopback a fixed 16 MiB server window halved uploads (sftp -c
 #: aes128-gcm into one worker, 1 GiB, medians of 6: 345 MB/s at 2 MiB, 338 at 4, 305 at 8,
-#: 185 at 16): the server then buffers up to 16 MiB of a fast sender's data, which costs
-#: more than the window gains anywhere but a long link. 8 MiB is the compromise
-#: (docs/performance.md). xfer's own window (downloads) shows no such cliff (284-302 MB/s
-#: from 2 to 16 MiB), so it stays large.
-SERVER_WINDOW = 8 * 1024 * 1024
+#: 185 at 16). So a server channel starts at SERVER_WINDOW and doubles up to
+#: SERVER_WINDOW_MAX only while the window is what holds the sender back
+#: (compat.growing_window; docs/performance.md). xfer's own window (downloads) shows no such
+#: cliff (284-302 MB/s from 2 to 16 MiB), so it stays large.
+SERVER_WINDOW = 2 * 1024 * 1024
+SERVER_WINDOW_MAX = 16 * 1024 * 1024
 CLIENT_WINDOW = 16 * 1024 * 1024

@@ -13,11 +13,13 @@ import asyncssh
 
 from sftpd.exec import ExecContext, run_command
 from sftpd.exec.table import no_shell
+from sftpd.ssh.algorithms import SERVER_WINDOW_MAX
 from sftpd.ssh.compat import (
     SSHReader,
     SSHServerStreamSession,
     SSHWriter,
     binary_streams,
+    growing_window,
 )
 from sftpd.ssh.scp import run_scp
 from sftpd.ssh.sftp import SftpdHandler, SftpdServer
@@ -53,6 +55,7 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
 
     def session_started(self) -> None:
         chan, stdin, stdout, stderr = binary_streams(self)
+        growing_window(chan, SERVER_WINDOW_MAX)
         command = chan.get_command()
         conn = self._owner
         if chan.get_subsystem() == "sftp":

@@ -14,7 +14,8 @@ the suite instead of silently changing behaviour):
 4. :func:`client_extended_request` sends an SFTP extension asyncssh's client lacks;
 5. :func:`use_fast_ciphers` puts ``sftpd/ssh/chacha.py`` and ``gcm.py`` in asyncssh's
    cipher table in place of its chacha20-poly1305 and AES-GCM shims;
-6. :func:`quiet_logging` makes asyncssh format log arguments only for lines it writes.
+6. :func:`quiet_logging` makes asyncssh format log arguments only for lines it writes;
+7. :func:`growing_window` lets a channel's receive window grow on a long link.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from typing import Any, cast
 
 import asyncssh
@@ -50,7 +52,7 @@ __all__ = [
     "FXP_SYMLINK", "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
     "binary_streams", "client_extended_request",
-    "fast_send", "use_fast_ciphers", "version_is_tested",
+    "fast_send", "growing_window", "use_fast_ciphers", "version_is_tested",
 ]  # fmt: skip
 
 log = logging.getLogger("sftpd.compat")
@@ -247,3 +249,52 @@ def quiet_logging() -> None:
     _logging.SSHLogger.log = _log_if_enabled  # type: ignore[method-assign]
     _packet.SSHPacketLogger._log_packet = _log_packet_if_enabled  # type: ignore[method-assign,assignment]
     _sftp.hide_empty = _Shown  # type: ignore[attr-defined,assignment]
+
+
+# -- 7. a receive window that grows on a long link ----------------------------------------
+
+#: A sender released by an adjust this long after it was sent was held by the round trip.
+STALL = 0.005
+
+
+def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
+    """Double ``chan``'s receive window, up to ``limit``, each time the window held the sender
+    back on a long link: the sender had stopped exactly at the edge of the window this side
+    had granted (senders fill the window they have to the byte), and its next data came
+    :data:`STALL` or more after this side's last window adjust, which is what let it go on.
+    That wait is a round trip longer than the time to fill the window, which a larger window
+    fills. On a short link the next data follows the adjust at once, and a slow reader
+    (which pauses the channel, so no adjust goes out until it catches up) is released as
+    fast; neither grows the window, which stays at its start. (hpn-ssh grows its windows
+    from the kernel's TCP buffers instead; the relay of ``bench.wan`` hides the delay from
+    TCP.)
+
+    asyncssh counts the window down in ``SSHChannel._accept_data`` and, in
+    ``_deliver_data``, sends an adjust back up to ``_init_recv_window`` once half is used;
+    raising that value makes the next adjust raise the sender's window.
+    """
+    accept = chan._accept_data
+    received, granted_at = 0, 0.0
+    edges: deque[int] = deque([chan._recv_window], maxlen=8)  # the last windows granted
+
+    def _accept_data(data: bytes, datatype: int | None = None) -> None:
+        nonlocal received, granted_at
+        now = time.monotonic()
+        if received + chan._recv_window != edges[-1]:  # a paused reader caught up: its
+            edges.append(received + chan._recv_window)  # adjust went out unseen, so from now
+            granted_at = now
+        if (
+            data
+            and received in edges
+            and not chan._recv_paused
+            and chan._init_recv_window < limit
+            and now - granted_at >= STALL
+        ):
+            chan._init_recv_window = min(limit, 2 * chan._init_recv_window)
+        received += len(data)
+        accept(data, datatype)
+        if received + chan._recv_window != edges[-1]:
+            edges.append(received + chan._recv_window)
+            granted_at = now
+
+    chan._accept_data = _accept_data  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ instead of silently changing what sftpd does.
 from __future__ import annotations
 
 import ast
+import asyncio
 import hashlib
 import importlib
 import inspect
@@ -15,7 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncssh
 import pytest
@@ -295,3 +296,106 @@ def test_fast_send_puts_the_same_bytes_on_the_wire_as_asyncssh(
     reference.send_packet(94, b"\0\0\0\1", b"")
     fast.send_packet(94, b"\0\0\0\1", b"")
     assert fast.kexinits == reference.kexinits == 1 and fast.sent == reference.sent
+
+
+class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """A session that reads everything it is sent, its window growing (compat hook 7)."""
+
+    channels: ClassVar[list[_Sink]] = []
+
+    def __init__(self, start: int, limit: int) -> None:
+        self.limit, self.received, self.seen = limit, 0, [start]
+
+    def connection_made(self, chan: Any) -> None:
+        compat.growing_window(chan, self.limit)
+        self.chan = chan
+        _Sink.channels.append(self)
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.received += len(data)
+        self.seen.append(self.chan._init_recv_window)
+
+    def shell_requested(self) -> bool:
+        return True
+
+
+class _SinkServer(_NoAuth):
+    def __init__(self, start: int, limit: int) -> None:
+        self.start, self.limit = start, limit
+
+    def session_requested(self) -> _Sink:
+        return _Sink(self.start, self.limit)
+
+
+async def _send_through(rtt_ms: float, start: int, limit: int, total: int) -> _Sink:
+    """``total`` bytes over one channel whose server window starts at ``start``, through a
+    relay that delays each direction by half of ``rtt_ms`` (0: directly)."""
+    from bench.relay import serve
+
+    _Sink.channels = []
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=lambda: _SinkServer(start, limit),
+        window=start, gss_host=None, line_editor=False,
+    )  # fmt: skip
+    port = server.sockets[0].getsockname()[1]
+    relay = await serve(0, port, rtt_ms) if rtt_ms else None
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", relay.sockets[0].getsockname()[1] if relay else port, username="u",
+            known_hosts=None, client_keys=None, agent_path=None,
+        ) as conn:  # fmt: skip
+            chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
+            chan.write(bytes(total))
+            sink = _Sink.channels[0]
+            while sink.received < total:
+                await asyncio.sleep(0.01)
+            chan.close()
+    finally:
+        if relay:
+            relay.close()
+        server.close()
+        await server.wait_closed()
+    return sink
+
+
+async def test_the_window_grows_on_a_long_link_up_to_its_limit() -> None:
+    """Through a 40 ms round trip the sender waits on every window: it doubles each time,
+    256 KiB to the 2 MiB limit and never past it."""
+    sink = await _send_through(40, 256 * 1024, 2 * 1024 * 1024, 24 * 1024 * 1024)
+    grown = sorted(set(sink.seen))
+    assert grown == [256 * 1024, 512 * 1024, 1024 * 1024, 2 * 1024 * 1024], grown
+
+
+async def test_a_slow_reader_never_grows_the_window() -> None:
+    """A sender held back because this side stopped reading (the channel paused) is the
+    reader being slow, not the link being long: however long the sender waited, the window
+    stays put when reading resumes."""
+    window = 65536
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    _Sink.channels = []
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], line_editor=False,
+        server_factory=lambda: _SinkServer(window, 1 << 20), window=window, gss_host=None,
+    )  # fmt: skip
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", server.sockets[0].getsockname()[1], username="u", known_hosts=None,
+            client_keys=None, agent_path=None,
+        ) as conn:  # fmt: skip
+            chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
+            while not _Sink.channels:
+                await asyncio.sleep(0.01)
+            sink = _Sink.channels[0]
+            for _ in range(3):
+                sink.chan.pause_reading()
+                chan.write(bytes(3 * window))  # more than the window: the sender waits
+                await asyncio.sleep(0.05)  # ten times STALL, at the window's edge
+                sink.chan.resume_reading()
+            while sink.received < 9 * window:
+                await asyncio.sleep(0.01)
+            assert set(sink.seen) == {window}
+            chan.close()
+    finally:
+        server.close()
+        await server.wait_closed()
