@@ -22,8 +22,11 @@ No other module imports an asyncssh submodule (a test checks that too).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import sys
+import termios
 import time
 from collections import deque
 from typing import Any, cast
@@ -253,48 +256,69 @@ def quiet_logging() -> None:
 
 # -- 7. a receive window that grows on a long link ----------------------------------------
 
-#: A sender released by an adjust this long after it was sent was held by the round trip.
+#: A channel idle this long after its sender ran out of window was held by the round trip.
 STALL = 0.005
+#: How much one stall multiplies the window by.
+GROWTH = 4
+
+
+def _input_waiting(chan: asyncssh.SSHServerChannel[bytes]) -> bool:
+    """Whether the connection has bytes this side has not parsed yet: in asyncssh's input
+    buffer (the rest of a read, after the packet being handled) or in the socket."""
+    conn = chan._conn
+    if conn._inpbuf:
+        return True
+    sock = conn._transport.get_extra_info("socket") if conn._transport else None
+    try:
+        n = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0") if sock else b"\0" * 4
+    except OSError:
+        return False
+    return int.from_bytes(n, sys.byteorder) > 0
 
 
 def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
-    """Double ``chan``'s receive window, up to ``limit``, each time the window held the sender
-    back on a long link: the sender had stopped exactly at the edge of the window this side
-    had granted (senders fill the window they have to the byte), and its next data came
-    :data:`STALL` or more after this side's last window adjust, which is what let it go on.
-    That wait is a round trip longer than the time to fill the window, which a larger window
-    fills. On a short link the next data follows the adjust at once, and a slow reader
-    (which pauses the channel, so no adjust goes out until it catches up) is released as
-    fast; neither grows the window, which stays at its start. (hpn-ssh grows its windows
-    from the kernel's TCP buffers instead; the relay of ``bench.wan`` hides the delay from
-    TCP.)
+    """Grow ``chan``'s receive window (x :data:`GROWTH`, up to ``limit``) while the window
+    holds the sender back on a long link: this side read everything up to the edge of the
+    window it had granted (senders fill the window they have to the byte, then wait), and
+    then nothing came for :data:`STALL` or more. The sender was waiting for an adjust still
+    on its way: a round trip longer than the time to fill the window, which a larger window
+    fills. Where this side is the slower one, the data that the adjust released is already
+    queued when the edge is reached (parsed or in the socket), and a reader that pauses the
+    channel is waited for, not the link; neither grows the window, which stays at its start.
+    A server busy elsewhere for 5 ms just after an edge can still grow one; the limit bounds
+    that. (hpn-ssh grows its windows from the kernel's TCP buffers instead; the relay of
+    ``bench.wan`` hides the delay from TCP, and so would any user-space proxy.)
 
     asyncssh counts the window down in ``SSHChannel._accept_data`` and, in
     ``_deliver_data``, sends an adjust back up to ``_init_recv_window`` once half is used;
     raising that value makes the next adjust raise the sender's window.
     """
-    accept = chan._accept_data
-    received, granted_at = 0, 0.0
+    accept, pause = chan._accept_data, chan.pause_reading
+    received, starved_at = 0, 0.0
     edges: deque[int] = deque([chan._recv_window], maxlen=8)  # the last windows granted
 
     def _accept_data(data: bytes, datatype: int | None = None) -> None:
-        nonlocal received, granted_at
+        nonlocal received, starved_at
+        if not data:
+            return accept(data, datatype)
         now = time.monotonic()
-        if received + chan._recv_window != edges[-1]:  # a paused reader caught up: its
-            edges.append(received + chan._recv_window)  # adjust went out unseen, so from now
-            granted_at = now
-        if (
-            data
-            and received in edges
-            and not chan._recv_paused
-            and chan._init_recv_window < limit
-            and now - granted_at >= STALL
-        ):
-            chan._init_recv_window = min(limit, 2 * chan._init_recv_window)
+        if starved_at and now - starved_at >= STALL and chan._init_recv_window < limit:
+            chan._init_recv_window = min(limit, GROWTH * chan._init_recv_window)
+            log.debug("channel window grown", extra={"window": chan._init_recv_window})
+        starved_at = 0.0
+        if received + chan._recv_window != edges[-1]:  # an adjust sent on resume
+            edges.append(received + chan._recv_window)
         received += len(data)
         accept(data, datatype)
         if received + chan._recv_window != edges[-1]:
             edges.append(received + chan._recv_window)
-            granted_at = now
+        if received in edges and not chan._recv_paused and not _input_waiting(chan):
+            starved_at = now  # the sender has had to stop here, and nothing more is here
+
+    def pause_reading() -> None:
+        nonlocal starved_at
+        starved_at = 0.0  # waiting for this side now, not for the link
+        pause()
 
     chan._accept_data = _accept_data  # type: ignore[method-assign]
+    chan.pause_reading = pause_reading  # type: ignore[method-assign]

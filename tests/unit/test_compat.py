@@ -48,6 +48,12 @@ PINNED = {
     "logging.SSHLogger.packet": "a4baf6329fa97dcf",
     "packet.SSHPacketLogger._log_packet": "f3263d7da93663f1",
     "misc.hide_empty": "c3b01c4b0c24f957",
+    # 7. compat.growing_window wraps the first and third, raises what the second reads, and
+    # reads the input buffer the fourth leaves after the packet it is handling
+    "channel.SSHChannel._accept_data": "33121e9e185c9850",
+    "channel.SSHChannel._deliver_data": "bd94ccbaa59ab510",
+    "channel.SSHChannel.pause_reading": "ff124e389999452f",
+    "connection.SSHConnection._recv_packet": "b3daa22e9763eee9",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
@@ -360,11 +366,11 @@ async def _send_through(rtt_ms: float, start: int, limit: int, total: int) -> _S
 
 
 async def test_the_window_grows_on_a_long_link_up_to_its_limit() -> None:
-    """Through a 40 ms round trip the sender waits on every window: it doubles each time,
-    256 KiB to the 2 MiB limit and never past it."""
+    """Through a 40 ms round trip the sender waits on every window: it grows fourfold each
+    time, 256 KiB to the 2 MiB limit and never past it."""
     sink = await _send_through(40, 256 * 1024, 2 * 1024 * 1024, 24 * 1024 * 1024)
     grown = sorted(set(sink.seen))
-    assert grown == [256 * 1024, 512 * 1024, 1024 * 1024, 2 * 1024 * 1024], grown
+    assert grown == [256 * 1024, 1024 * 1024, 2 * 1024 * 1024], grown
 
 
 async def test_a_slow_reader_never_grows_the_window() -> None:
@@ -387,12 +393,18 @@ async def test_a_slow_reader_never_grows_the_window() -> None:
             while not _Sink.channels:
                 await asyncio.sleep(0.01)
             sink = _Sink.channels[0]
+            chan.write(bytes(window))  # the sender stops at the edge, read as it came ...
+            while sink.received < window:
+                await asyncio.sleep(0.01)
+            sink.chan.pause_reading()  # ... then the reader falls behind before more comes
+            await asyncio.sleep(0.05)
+            sink.chan.resume_reading()
             for _ in range(3):
                 sink.chan.pause_reading()
                 chan.write(bytes(3 * window))  # more than the window: the sender waits
                 await asyncio.sleep(0.05)  # ten times STALL, at the window's edge
                 sink.chan.resume_reading()
-            while sink.received < 9 * window:
+            while sink.received < 10 * window:
                 await asyncio.sleep(0.01)
             assert set(sink.seen) == {window}
             chan.close()
