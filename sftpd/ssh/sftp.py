@@ -396,6 +396,11 @@ class SftpdHandler(SFTPServerHandler):
         self._sftpd = server
 
     async def _process_packet(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        """One request, once the replies before it have left: a client that stops taking
+        replies (its window closed) stops this side reading requests, as OpenSSH's
+        sftp-server does, instead of making it queue a 256 KiB reply per 33-byte READ."""
+        if self._writer is not None:
+            await self._writer.drain()
         self._sftpd.on_activity()
         await super()._process_packet(pkttype, pktid, packet)
 

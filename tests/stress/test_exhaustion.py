@@ -140,3 +140,77 @@ async def test_ten_gib_sparse_file_and_absurd_offsets(server: LiveServer) -> Non
         allocated_kib=(roomy.home / "sparse").stat().st_blocks // 2,
         usage_exact=True,
     )
+
+
+class _RawSftp(asyncssh.SSHClientSession[bytes]):
+    """The client end of an SFTP channel, packets by hand."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.more = asyncio.Event()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.buf += data
+        self.more.set()
+
+    async def packet(self) -> bytes:
+        while len(self.buf) < 4 or len(self.buf) < 4 + int.from_bytes(self.buf[:4], "big"):
+            self.more.clear()
+            await self.more.wait()
+        n = int.from_bytes(self.buf[:4], "big")
+        packet, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        return packet
+
+
+def _sftp_packet(kind: int, body: bytes) -> bytes:
+    return (len(body) + 1).to_bytes(4, "big") + bytes([kind]) + body
+
+
+def _queued_replies(server: LiveServer) -> int:
+    """Bytes the server's channels hold for clients that do not take them."""
+    return sum(
+        chan._send_buf_len
+        for conn in server.service.connections
+        if conn._conn is not None
+        for chan in conn._conn._channels.values()
+    )
+
+
+async def test_a_client_that_takes_no_replies_cannot_make_the_server_queue_them(
+    server: LiveServer,
+) -> None:
+    """READ requests of 33 bytes each ask for 256 KiB replies: a client that stops opening
+    its window must stop the server reading requests, not make it queue 100 MiB of replies
+    (a review found 2,000 of them pinning 512 MB). Then it takes them all, intact."""
+    user = server.add_user()
+    size, count = 256 * 1024, 400
+    data = os.urandom(4 * 1024 * 1024)
+    (user.home / "src.bin").write_bytes(data)
+    async with server.connect(user) as conn:
+        chan, sftp = await conn.create_session(
+            _RawSftp, subsystem="sftp", encoding=None, window=65536
+        )
+        chan.write(_sftp_packet(1, (3).to_bytes(4, "big")))  # INIT
+        await sftp.packet()
+        name = b"/src.bin"
+        chan.write(_sftp_packet(3, (1).to_bytes(4, "big") + len(name).to_bytes(4, "big") + name
+                                + (1).to_bytes(4, "big") + bytes(4)))  # fmt: skip
+        reply = await sftp.packet()
+        handle = reply[9 : 9 + int.from_bytes(reply[5:9], "big")]
+        chan.pause_reading()  # no more window adjusts from here
+        for i in range(count):
+            offset = (i * size) % len(data)
+            chan.write(_sftp_packet(5, (10 + i).to_bytes(4, "big") + len(handle).to_bytes(4, "big")
+                                    + handle + offset.to_bytes(8, "big")
+                                    + size.to_bytes(4, "big")))  # fmt: skip
+        await asyncio.sleep(1.0)
+        queued = server.call(asyncio.sleep(0, _queued_replies(server)))
+        assert queued < 4 * 1024 * 1024, queued  # without backpressure: ~100 MiB
+        chan.resume_reading()
+        for i in range(count):
+            reply = await sftp.packet()
+            assert reply[0] == 103 and int.from_bytes(reply[1:5], "big") == 10 + i  # DATA
+            offset = (i * size) % len(data)
+            got = reply[9:]  # as much as the server's read limit gives
+            assert got and got == data[offset : offset + len(got)]
+        chan.close()
