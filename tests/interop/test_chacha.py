@@ -1,6 +1,7 @@
 """sftpd's chacha20-poly1305@openssh.com (sftpd/ssh/chacha.py, the C accelerator in
 sftpd/ssh/_chacha.c): the same bytes as asyncssh's implementation for every size and
-sequence number, forgeries refused, and real OpenSSH on the other end both ways."""
+sequence number, forgeries refused, and real OpenSSH on the other end both ways, for it and
+for AES-GCM (sftpd/ssh/gcm.py), whose packets compat.fast_send seals the same way."""
 
 from __future__ import annotations
 
@@ -69,30 +70,38 @@ def test_new_connections_use_it(live_server: LiveServer) -> None:
     assert CHACHA.encode() in asyncssh.encryption.get_default_encryption_algs()
 
 
-def test_openssh_sftp_both_ways(live_server: LiveServer, user: User, tmp_path: Path) -> None:
+#: Every AEAD cipher sftpd replaces (chacha.py, gcm.py), each sealed by compat.fast_send.
+AEAD = [CHACHA, "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+
+
+@pytest.mark.parametrize("cipher", AEAD)
+def test_openssh_sftp_both_ways(
+    live_server: LiveServer, user: User, tmp_path: Path, cipher: str
+) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)  # many full 32 KiB packets and a short one
     (tmp_path / "up.bin").write_bytes(data)
     batch = f"put {tmp_path / 'up.bin'} up.bin\nget up.bin {tmp_path / 'down.bin'}\n"
-    r = live_server.sftp(user, batch, "-c", CHACHA, "-v")
+    r = live_server.sftp(user, batch, "-c", cipher, "-v")
     assert r.returncode == 0, r.stderr[-600:]
-    assert f"cipher: {CHACHA}" in r.stderr  # negotiated, not a fallback
+    assert f"cipher: {cipher}" in r.stderr  # negotiated, not a fallback
     assert (user.home / "up.bin").read_bytes() == data
     assert (tmp_path / "down.bin").read_bytes() == data
 
 
+@pytest.mark.parametrize("cipher", AEAD)
 async def test_asyncssh_client_against_openssh_sshd(
-    openssh_server: OpenSSHServer, tmp_path: Path
+    openssh_server: OpenSSHServer, tmp_path: Path, cipher: str
 ) -> None:
     """The client side (xfer's connections) against OpenSSH's server."""
     compat.use_fast_ciphers()
     data = os.urandom(2 * 1024 * 1024 + 5)
-    remote = openssh_server.root / f"{tmp_path.name}-chacha.bin"
+    remote = openssh_server.root / f"{tmp_path.name}-{cipher.split('@')[0]}.bin"
     async with asyncssh.connect(
         "127.0.0.1", openssh_server.port, username=openssh_server.user,
         client_keys=[str(openssh_server.key)], known_hosts=str(openssh_server.known_hosts),
-        agent_path=None, encryption_algs=[CHACHA],
+        agent_path=None, encryption_algs=[cipher],
     ) as conn:  # fmt: skip
-        assert conn.get_extra_info("send_cipher") == CHACHA
+        assert conn.get_extra_info("send_cipher") == cipher
         async with conn.start_sftp_client() as sftp:
             async with sftp.open(str(remote), "wb") as f:
                 await f.write(data)

@@ -1,20 +1,18 @@
 """sftpd's AES-GCM (sftpd/ssh/gcm.py): the same bytes as asyncssh's implementation for both
 key sizes, every size and across the invocation counter's wrap, sealed in one buffer by
-compat.fast_send, forgeries and replays refused, and real OpenSSH on the other end both
-ways."""
+compat.fast_send, forgeries and replays refused. Real OpenSSH on the other end, both ways,
+for every AEAD cipher: tests/interop/test_chacha.py."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import cast
 
 import asyncssh
 import pytest
 from asyncssh.crypto.cipher import GCMCipher as Reference
 
 from sftpd.ssh import compat, gcm
-from tests.support.live import LiveServer, OpenSSHServer, User
+from tests.support.live import LiveServer
 
 CIPHERS = {"aes128-gcm": 16, "aes256-gcm": 32}
 SIZES = (0, 1, 12, 15, 16, 17, 1000, 32768 + 12, 35000, 262144 + 28)
@@ -64,38 +62,3 @@ def test_new_connections_use_it(live_server: LiveServer) -> None:
         installed: object = asyncssh.encryption._enc_params[name][0]
         assert installed is gcm.FastGcmEncryption
         assert name in asyncssh.encryption.get_default_encryption_algs()
-
-
-@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"])
-def test_openssh_sftp_both_ways(
-    live_server: LiveServer, user: User, tmp_path: Path, cipher: str
-) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 17)  # many full 32 KiB packets and a short one
-    (tmp_path / "up.bin").write_bytes(data)
-    batch = f"put {tmp_path / 'up.bin'} up.bin\nget up.bin {tmp_path / 'down.bin'}\n"
-    r = live_server.sftp(user, batch, "-c", cipher, "-v")
-    assert r.returncode == 0, r.stderr[-600:]
-    assert f"cipher: {cipher}" in r.stderr  # negotiated, not a fallback
-    assert (user.home / "up.bin").read_bytes() == data
-    assert (tmp_path / "down.bin").read_bytes() == data
-
-
-async def test_asyncssh_client_against_openssh_sshd(
-    openssh_server: OpenSSHServer, tmp_path: Path
-) -> None:
-    """The client side (xfer's connections) against OpenSSH's server."""
-    compat.use_fast_ciphers()
-    data = os.urandom(2 * 1024 * 1024 + 5)
-    remote = openssh_server.root / f"{tmp_path.name}-gcm.bin"
-    async with asyncssh.connect(
-        "127.0.0.1", openssh_server.port, username=openssh_server.user,
-        client_keys=[str(openssh_server.key)], known_hosts=str(openssh_server.known_hosts),
-        agent_path=None, encryption_algs=["aes256-gcm@openssh.com"],
-    ) as conn:  # fmt: skip
-        assert conn.get_extra_info("send_cipher") == "aes256-gcm@openssh.com"
-        async with conn.start_sftp_client() as sftp:
-            async with sftp.open(str(remote), "wb") as f:
-                await f.write(data)
-            async with sftp.open(str(remote), "rb") as f:
-                back = cast(bytes, await f.read())
-    assert remote.read_bytes() == data and back == data

@@ -7,6 +7,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import asyncssh
 import pytest
@@ -166,6 +167,10 @@ def _sftp_packet(kind: int, body: bytes) -> bytes:
     return (len(body) + 1).to_bytes(4, "big") + bytes([kind]) + body
 
 
+async def _on_loop(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
 def _queued_replies(server: LiveServer) -> int:
     """Bytes the server's channels hold for clients that do not take them."""
     return sum(
@@ -203,9 +208,15 @@ async def test_a_client_that_takes_no_replies_cannot_make_the_server_queue_them(
             chan.write(_sftp_packet(5, (10 + i).to_bytes(4, "big") + len(handle).to_bytes(4, "big")
                                     + handle + offset.to_bytes(8, "big")
                                     + size.to_bytes(4, "big")))  # fmt: skip
-        await asyncio.sleep(1.0)
-        queued = server.call(asyncio.sleep(0, _queued_replies(server)))
-        assert queued < 4 * 1024 * 1024, queued  # without backpressure: ~100 MiB
+        # The server must reach its high-water mark (replies held back) and then stay
+        # bounded: without backpressure it passes 4 MiB within milliseconds (~100 MiB).
+        deadline, held = time.monotonic() + 1.0, False
+        while time.monotonic() < deadline:
+            queued = server.call(_on_loop(_queued_replies, server))
+            assert queued < 4 * 1024 * 1024, queued
+            held = held or queued >= 64 * 1024
+            await asyncio.sleep(0.01)
+        assert held, "the server never queued a reply"
         chan.resume_reading()
         for i in range(count):
             reply = await sftp.packet()

@@ -325,6 +325,14 @@ class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return True
 
 
+async def _until(condition: Any, what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds, failing with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 class _SinkServer(_NoAuth):
     def __init__(self, start: int, limit: int) -> None:
         self.start, self.limit = start, limit
@@ -353,9 +361,9 @@ async def _send_through(rtt_ms: float, start: int, limit: int, total: int) -> _S
         ) as conn:  # fmt: skip
             chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
             chan.write(bytes(total))
+            await _until(lambda: _Sink.channels, "the session")
             sink = _Sink.channels[0]
-            while sink.received < total:
-                await asyncio.sleep(0.01)
+            await _until(lambda: sink.received >= total, "all data at the server")
             chan.close()
     finally:
         if relay:
@@ -390,22 +398,19 @@ async def test_a_slow_reader_never_grows_the_window() -> None:
             client_keys=None, agent_path=None,
         ) as conn:  # fmt: skip
             chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
-            while not _Sink.channels:
-                await asyncio.sleep(0.01)
+            await _until(lambda: _Sink.channels, "the session")
             sink = _Sink.channels[0]
             chan.write(bytes(window))  # the sender stops at the edge, read as it came ...
-            while sink.received < window:
-                await asyncio.sleep(0.01)
+            await _until(lambda: sink.received >= window, "the first window at the server")
             sink.chan.pause_reading()  # ... then the reader falls behind before more comes
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the wait under test: ten times STALL
             sink.chan.resume_reading()
             for _ in range(3):
                 sink.chan.pause_reading()
                 chan.write(bytes(3 * window))  # more than the window: the sender waits
                 await asyncio.sleep(0.05)  # ten times STALL, at the window's edge
                 sink.chan.resume_reading()
-            while sink.received < 10 * window:
-                await asyncio.sleep(0.01)
+            await _until(lambda: sink.received >= 10 * window, "all data at the server")
             assert set(sink.seen) == {window}
             chan.close()
     finally:
