@@ -18,7 +18,7 @@ SUPPORTED_CIPHERS = (
 #: held OpenSSH sftp uploads to sftpd at 16 MB/s through a 50 ms link, 8 MiB let it do 62
 #: and 16 MiB 105. But on loopback a fixed 16 MiB server window halved uploads (sftp -c
 #: aes128-gcm into one worker, 1 GiB, medians of 6: 345 MB/s at 2 MiB, 338 at 4, 305 at 8,
-#: 185 at 16). So a server channel starts at SERVER_WINDOW and doubles up to
+#: 185 at 16). So a server channel starts at SERVER_WINDOW and grows (x8) up to
 #: SERVER_WINDOW_MAX only while the window is what holds the sender back
 #: (compat.growing_window; docs/performance.md). xfer's own window (downloads) shows no such
 #: cliff (284-302 MB/s from 2 to 16 MiB), so it stays large.

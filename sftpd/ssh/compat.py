@@ -22,6 +22,7 @@ No other module imports an asyncssh submodule (a test checks that too).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -44,6 +45,7 @@ from asyncssh.constants import (
     FXP_OPENDIR,
     FXP_SYMLINK,
     FXP_WRITE,
+    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_IGNORE,
 )
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
@@ -259,7 +261,7 @@ def quiet_logging() -> None:
 #: A channel idle this long after its sender ran out of window was held by the round trip.
 STALL = 0.005
 #: How much one stall multiplies the window by.
-GROWTH = 4
+GROWTH = 8
 
 
 def _input_waiting(chan: asyncssh.SSHServerChannel[bytes]) -> bool:
@@ -280,32 +282,44 @@ def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
     """Grow ``chan``'s receive window (x :data:`GROWTH`, up to ``limit``) while the window
     holds the sender back on a long link: this side read everything up to the edge of the
     window it had granted (senders fill the window they have to the byte, then wait), and
-    then nothing came for :data:`STALL` or more. The sender was waiting for an adjust still
-    on its way: a round trip longer than the time to fill the window, which a larger window
-    fills. Where this side is the slower one, the data that the adjust released is already
-    queued when the edge is reached (parsed or in the socket), and a reader that pauses the
-    channel is waited for, not the link; neither grows the window, which stays at its start.
-    A server busy elsewhere for 5 ms just after an edge can still grow one; the limit bounds
-    that. (hpn-ssh grows its windows from the kernel's TCP buffers instead; the relay of
-    ``bench.wan`` hides the delay from TCP, and so would any user-space proxy.)
+    then nothing came for :data:`STALL`. The sender is waiting for an adjust still on its
+    way: a round trip longer than the time to fill the window, which a larger window fills.
+    The window grows then and its adjust goes out at once (waiting for the next data to
+    arrive cost a round trip per growth). Where this side is the slower one, the data that
+    the adjust released is already queued when the edge is reached (parsed or in the
+    socket), and a reader that pauses the channel is waited for, not the link; neither
+    grows the window, which stays at its start. A server busy elsewhere for 5 ms just after
+    an edge can still grow one; the limit bounds that. (hpn-ssh grows its windows from the
+    kernel's TCP buffers instead; the relay of ``bench.wan`` hides the delay from TCP, and
+    so would any user-space proxy.)
 
     asyncssh counts the window down in ``SSHChannel._accept_data`` and, in
     ``_deliver_data``, sends an adjust back up to ``_init_recv_window`` once half is used;
-    raising that value makes the next adjust raise the sender's window.
+    ``grow`` raises that value and sends the adjust the way ``_deliver_data`` does.
     """
     accept, pause = chan._accept_data, chan.pause_reading
-    received, starved_at = 0, 0.0
+    received, starved = 0, None
     edges: deque[int] = deque([chan._recv_window], maxlen=8)  # the last windows granted
 
+    def grow() -> None:
+        nonlocal starved
+        starved = None
+        if chan._recv_paused or chan._init_recv_window >= limit or chan._recv_state != "open":
+            return
+        chan._init_recv_window = min(limit, GROWTH * chan._init_recv_window)
+        log.debug("channel window grown", extra={"window": chan._init_recv_window})
+        if chan._recv_window < chan._init_recv_window / 2:  # as _deliver_data would, now
+            chan.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(
+                chan._init_recv_window - chan._recv_window))  # fmt: skip
+            chan._recv_window = chan._init_recv_window
+
     def _accept_data(data: bytes, datatype: int | None = None) -> None:
-        nonlocal received, starved_at
+        nonlocal received, starved
         if not data:
             return accept(data, datatype)
-        now = time.monotonic()
-        if starved_at and now - starved_at >= STALL and chan._init_recv_window < limit:
-            chan._init_recv_window = min(limit, GROWTH * chan._init_recv_window)
-            log.debug("channel window grown", extra={"window": chan._init_recv_window})
-        starved_at = 0.0
+        if starved is not None:
+            starved.cancel()  # data came within STALL: the link kept up
+            starved = None
         if received + chan._recv_window != edges[-1]:  # an adjust sent on resume
             edges.append(received + chan._recv_window)
         received += len(data)
@@ -313,11 +327,13 @@ def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
         if received + chan._recv_window != edges[-1]:
             edges.append(received + chan._recv_window)
         if received in edges and not chan._recv_paused and not _input_waiting(chan):
-            starved_at = now  # the sender has had to stop here, and nothing more is here
+            starved = asyncio.get_running_loop().call_later(STALL, grow)  # sender stopped here
 
     def pause_reading() -> None:
-        nonlocal starved_at
-        starved_at = 0.0  # waiting for this side now, not for the link
+        nonlocal starved
+        if starved is not None:
+            starved.cancel()  # waiting for this side now, not for the link
+            starved = None
         pause()
 
     chan._accept_data = _accept_data  # type: ignore[method-assign]

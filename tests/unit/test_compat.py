@@ -48,8 +48,9 @@ PINNED = {
     "logging.SSHLogger.packet": "a4baf6329fa97dcf",
     "packet.SSHPacketLogger._log_packet": "f3263d7da93663f1",
     "misc.hide_empty": "c3b01c4b0c24f957",
-    # 7. compat.growing_window wraps the first and third, raises what the second reads, and
-    # reads the input buffer the fourth leaves after the packet it is handling
+    # 7. compat.growing_window wraps the first and third, raises what the second reads and
+    # sends the adjust the second sends (from a timer, while _recv_state is "open": the
+    # long-link test fails if it never is), and reads the input buffer the fourth leaves
     "channel.SSHChannel._accept_data": "33121e9e185c9850",
     "channel.SSHChannel._deliver_data": "bd94ccbaa59ab510",
     "channel.SSHChannel.pause_reading": "ff124e389999452f",
@@ -311,6 +312,7 @@ class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def __init__(self, start: int, limit: int) -> None:
         self.limit, self.received, self.seen = limit, 0, [start]
+        self.pause_at = 0  # pause reading once this much has come (0: never)
 
     def connection_made(self, chan: Any) -> None:
         compat.growing_window(chan, self.limit)
@@ -320,6 +322,9 @@ class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def data_received(self, data: bytes, datatype: Any) -> None:
         self.received += len(data)
         self.seen.append(self.chan._init_recv_window)
+        if self.pause_at and self.received >= self.pause_at:
+            self.pause_at = 0  # just after the edge: the loop's next turn, before STALL
+            asyncio.get_running_loop().call_soon(self.chan.pause_reading)
 
     def shell_requested(self) -> bool:
         return True
@@ -374,11 +379,12 @@ async def _send_through(rtt_ms: float, start: int, limit: int, total: int) -> _S
 
 
 async def test_the_window_grows_on_a_long_link_up_to_its_limit() -> None:
-    """Through a 40 ms round trip the sender waits on every window: it grows fourfold each
-    time, 256 KiB to the 2 MiB limit and never past it."""
-    sink = await _send_through(40, 256 * 1024, 2 * 1024 * 1024, 24 * 1024 * 1024)
+    """Through a 40 ms round trip the sender waits on every window: it grows eightfold each
+    time, 32 KiB to the 2 MiB limit and never past it, and without the next data to say so
+    (the adjust goes out STALL after the edge)."""
+    sink = await _send_through(40, 32 * 1024, 2 * 1024 * 1024, 24 * 1024 * 1024)
     grown = sorted(set(sink.seen))
-    assert grown == [256 * 1024, 1024 * 1024, 2 * 1024 * 1024], grown
+    assert grown == [32 * 1024, 256 * 1024, 2 * 1024 * 1024], grown
 
 
 async def test_a_slow_reader_never_grows_the_window() -> None:
@@ -400,17 +406,17 @@ async def test_a_slow_reader_never_grows_the_window() -> None:
             chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
             await _until(lambda: _Sink.channels, "the session")
             sink = _Sink.channels[0]
-            chan.write(bytes(window))  # the sender stops at the edge, read as it came ...
+            sink.pause_at = window  # the reader falls behind as the sender reaches the edge
+            chan.write(bytes(window))
             await _until(lambda: sink.received >= window, "the first window at the server")
-            sink.chan.pause_reading()  # ... then the reader falls behind before more comes
             await asyncio.sleep(0.05)  # the wait under test: ten times STALL
             sink.chan.resume_reading()
             for _ in range(3):
                 sink.chan.pause_reading()
-                chan.write(bytes(3 * window))  # more than the window: the sender waits
+                chan.write(bytes(3 * window - 1000))  # more than the window: the sender waits
                 await asyncio.sleep(0.05)  # ten times STALL, at the window's edge
                 sink.chan.resume_reading()
-            await _until(lambda: sink.received >= 10 * window, "all data at the server")
+            await _until(lambda: sink.received >= 10 * window - 3000, "all data at the server")
             assert set(sink.seen) == {window}
             chan.close()
     finally:
