@@ -19,7 +19,7 @@ import asyncssh
 
 from cli.errors import AUTH, CONNECT, USAGE, XferError
 from sftpd.ssh.algorithms import CLIENT_WINDOW, SUPPORTED_CIPHERS
-from sftpd.ssh.compat import fast_send, quiet_logging, use_fast_ciphers
+from sftpd.ssh.compat import fast_send, quiet_logging, sliced_input, use_fast_ciphers
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@\[\]]+)(?::(?P<port>\d+))?$")
 
@@ -140,6 +140,7 @@ class _Client(asyncssh.SSHClient):
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         fast_send(conn)
+        sliced_input(conn)
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey

@@ -85,7 +85,7 @@ class PythonCipher:
         mac.update(first)
         mac.update(rest)
         try:
-            mac.verify(tag)
+            mac.verify(bytes(tag))
         except InvalidSignature:
             return None
         return main.update(first[header_len:]) + main.update(rest)

@@ -1,6 +1,6 @@
 """Every use of asyncssh internals, in one place, written for one asyncssh series.
 
-sftpd and xfer reach past asyncssh's public API in six ways, each listed in
+sftpd and xfer reach past asyncssh's public API in eight ways, each listed in
 docs/asyncssh.md and guarded by tests/unit/test_compat.py (which pins the source
 of every asyncssh function these rely on, so an upgrade that changes one fails
 the suite instead of silently changing behaviour):
@@ -15,7 +15,8 @@ the suite instead of silently changing behaviour):
 5. :func:`use_fast_ciphers` puts ``sftpd/ssh/chacha.py`` and ``gcm.py`` in asyncssh's
    cipher table in place of its chacha20-poly1305 and AES-GCM shims;
 6. :func:`quiet_logging` makes asyncssh format log arguments only for lines it writes;
-7. :func:`growing_window` lets a channel's receive window grow on a long link.
+7. :func:`growing_window` lets a channel's receive window grow on a long link;
+8. :func:`sliced_input` gives the receive path views of its input, not copies.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -338,3 +339,46 @@ def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
 
     chan._accept_data = _accept_data  # type: ignore[method-assign]
     chan.pause_reading = pause_reading  # type: ignore[method-assign]
+
+
+# -- 8. the receive path: views of the input, not copies ----------------------------------
+
+
+def sliced_input(
+    conn: asyncssh.SSHClientConnection | asyncssh.SSHServerConnection,
+) -> None:
+    """Let asyncssh slice its input buffer without copying it, under our AEAD ciphers.
+
+    ``SSHConnection`` keeps what it has received in ``_inpbuf`` (bytes) and, for every
+    packet, slices off the header, then the body and tag, and keeps the rest with
+    ``_inpbuf = _inpbuf[n:]``: a copy of everything still unread, twice a packet. A 256 KiB
+    read holding eight 32 KiB packets was copied about eight times over. Here, while one of
+    our AEAD ciphers decrypts (their ``decrypt_packet`` takes any buffer), the buffer is a
+    memoryview: the same slices, no copies. A key exchange can bring a cipher that wants
+    bytes in the middle of a read (the peer's NEWKEYS and the packets after it), so the
+    view is turned back into bytes before the first header such a cipher reads.
+    """
+    from sftpd.ssh.chacha import FastChachaEncryption
+    from sftpd.ssh.gcm import FastGcmEncryption
+
+    receive, header = conn.data_received, conn._recv_pkthdr
+    views = (FastChachaEncryption, FastGcmEncryption)
+
+    def data_received(data: bytes, datatype: Any = None) -> None:
+        kept: bytes | memoryview = conn._inpbuf
+        if type(conn._recv_encryption) in views:  # type: ignore[comparison-overlap]
+            conn._inpbuf = memoryview(b"".join((kept, data)) if kept else data)  # type: ignore[assignment]
+            conn._recv_data()
+            return
+        if isinstance(kept, memoryview):
+            conn._inpbuf = kept.tobytes()
+        receive(data, datatype)
+
+    def recv_pkthdr() -> bool:
+        kept: bytes | memoryview = conn._inpbuf
+        if isinstance(kept, memoryview) and type(conn._recv_encryption) not in views:  # type: ignore[comparison-overlap]
+            conn._inpbuf = kept.tobytes()
+        return header()
+
+    conn.data_received = data_received  # type: ignore[method-assign]
+    conn._recv_pkthdr = recv_pkthdr  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ from sftpd.core.session import Folder, Session
 from sftpd.events import Event
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
-from sftpd.ssh.compat import fast_send
+from sftpd.ssh.compat import fast_send, sliced_input
 from sftpd.ssh.sftp import SftpdServer
 from sftpd.store import StoreUnavailable, UserRecord, folder_account
 from sftpd.users import ensure_home, valid_username
@@ -61,6 +61,7 @@ class Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         fast_send(conn)
+        sliced_input(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.addr = str(peer[0])
         self.service.connections.add(self)

@@ -46,7 +46,9 @@ class GcmCipher:
     def decrypt(self, first: bytes, rest: bytes, header_len: int, tag: bytes) -> bytes | None:
         iv = self._iv()
         try:
-            return self._aead.decrypt(iv, first[header_len:] + rest + tag, first[:header_len])
+            return self._aead.decrypt(
+                iv, b"".join((first[header_len:], rest, tag)), bytes(first[:header_len])
+            )
         except InvalidTag:
             return None
 

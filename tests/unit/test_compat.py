@@ -55,6 +55,11 @@ PINNED = {
     "channel.SSHChannel._deliver_data": "bd94ccbaa59ab510",
     "channel.SSHChannel.pause_reading": "ff124e389999452f",
     "connection.SSHConnection._recv_packet": "b3daa22e9763eee9",
+    # 8. compat.sliced_input wraps the first and third; the second and fourth slice the
+    # input buffer it hands them (_recv_packet is pinned above, for hook 7)
+    "connection.SSHConnection.data_received": "b2d14a83b2604db6",
+    "connection.SSHConnection._recv_data": "fc4e0735191bb0fd",
+    "connection.SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
@@ -419,6 +424,92 @@ async def test_a_slow_reader_never_grows_the_window() -> None:
             await _until(lambda: sink.received >= 10 * window - 3000, "all data at the server")
             assert set(sink.seen) == {window}
             chan.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class _Hasher(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """A session that hashes what it receives and notes the input buffer's type (hook 8)."""
+
+    sessions: ClassVar[list[_Hasher]] = []
+
+    def __init__(self) -> None:
+        self.digest, self.received = hashlib.sha256(), 0
+        self.views: list[bool] = []
+        _Hasher.sessions.append(self)
+
+    def connection_made(self, chan: Any) -> None:
+        self.conn = chan._conn
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.digest.update(data)
+        self.received += len(data)
+        self.views.append(isinstance(self.conn._inpbuf, memoryview))
+
+    def shell_requested(self) -> bool:
+        return True
+
+
+class _HashServer(_NoAuth):
+    conns: ClassVar[list[asyncssh.SSHServerConnection]] = []
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        compat.sliced_input(conn)
+        _HashServer.conns.append(conn)
+
+    def session_requested(self) -> _Hasher:
+        return _Hasher()
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        ("aes128-gcm@openssh.com", "aes128-gcm@openssh.com"),
+        ("chacha20-poly1305@openssh.com", "chacha20-poly1305@openssh.com"),
+        ("aes128-ctr", "aes128-ctr"),
+        ("aes256-gcm@openssh.com", "aes128-ctr"),  # a rekey away from a cipher that views
+        ("aes128-ctr", "chacha20-poly1305@openssh.com"),  # and to one
+        ("aes256-gcm@openssh.com", "aes128-cbc"),
+    ],
+)
+async def test_sliced_input_reads_every_byte_through_rekeys(first: str, then: str) -> None:
+    """8 MiB in odd-sized writes, the client rekeying every 256 KiB (and, halfway, to the
+    second cipher, which the server then prefers): the server gets every byte in order,
+    reading its input through views exactly while an AEAD cipher of ours decrypts it."""
+    compat.use_fast_ciphers()
+    _Hasher.sessions, _HashServer.conns = [], []
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=_HashServer, gss_host=None,
+        line_editor=False, encoding=None,
+    )  # fmt: skip
+    data = os.urandom(8 << 20)
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", server.sockets[0].getsockname()[1], username="u", known_hosts=None,
+            client_keys=None, agent_path=None, encryption_algs=list(dict.fromkeys((first, then))),
+            rekey_bytes=256 << 10,
+            mac_algs=["hmac-sha2-256-etm@openssh.com"],
+        ) as conn:  # fmt: skip
+            writer, _, _ = await conn.open_session(encoding=None)
+            await _until(lambda: _Hasher.sessions, "the session")
+            sink, pos, size = _Hasher.sessions[0], 0, 1
+            while pos < len(data):
+                if pos >= len(data) // 2:
+                    _HashServer.conns[0]._enc_algs = [then.encode()]  # the next rekey switches
+                size = size * 7 % 100_003 + 1  # 1 byte to ~100 KB, no two alike in a row
+                writer.write(data[pos : pos + size])
+                pos += size
+                await writer.drain()
+            await _until(lambda: sink.received >= len(data), "all data at the server")
+            assert sink.digest.digest() == hashlib.sha256(data).digest()
+            half = len(sink.views) // 2
+            viewed = [c.startswith(("aes128-gcm", "aes256-gcm", "chacha")) for c in (first, then)]
+            assert any(sink.views[: half // 2]) == viewed[0]
+            assert any(sink.views[-half // 2 :]) == viewed[1]
+            assert conn.get_extra_info("send_cipher") == then
+            writer.close()
     finally:
         server.close()
         await server.wait_closed()
