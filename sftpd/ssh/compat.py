@@ -305,7 +305,12 @@ def growing_window(chan: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
     def grow() -> None:
         nonlocal starved
         starved = None
-        if chan._recv_paused or chan._init_recv_window >= limit or chan._recv_state != "open":
+        if (
+            chan._recv_paused
+            or chan._init_recv_window >= limit
+            or chan._recv_state != "open"
+            or chan._send_state in ("close_pending", "closed")  # nothing after our CLOSE
+        ):
             return
         chan._init_recv_window = min(limit, GROWTH * chan._init_recv_window)
         log.debug("channel window grown", extra={"window": chan._init_recv_window})

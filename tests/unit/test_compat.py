@@ -318,6 +318,7 @@ class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def __init__(self, start: int, limit: int) -> None:
         self.limit, self.received, self.seen = limit, 0, [start]
         self.pause_at = 0  # pause reading once this much has come (0: never)
+        self.close_at = 0  # close the channel once this much has come (0: never)
 
     def connection_made(self, chan: Any) -> None:
         compat.growing_window(chan, self.limit)
@@ -327,6 +328,9 @@ class _Sink(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def data_received(self, data: bytes, datatype: Any) -> None:
         self.received += len(data)
         self.seen.append(self.chan._init_recv_window)
+        if self.close_at and self.received >= self.close_at:
+            self.close_at = 0
+            asyncio.get_running_loop().call_soon(self.chan.close)  # after the edge's accept
         if self.pause_at and self.received >= self.pause_at:
             self.pause_at = 0  # just after the edge: the loop's next turn, before STALL
             asyncio.get_running_loop().call_soon(self.chan.pause_reading)
@@ -390,6 +394,48 @@ async def test_the_window_grows_on_a_long_link_up_to_its_limit() -> None:
     sink = await _send_through(40, 32 * 1024, 2 * 1024 * 1024, 24 * 1024 * 1024)
     grown = sorted(set(sink.seen))
     assert grown == [32 * 1024, 256 * 1024, 2 * 1024 * 1024], grown
+
+
+async def test_no_window_adjust_after_the_server_closes_the_channel() -> None:
+    """A server that closes its channel just as the sender stalls at the window's edge
+    sends nothing more on it: the grow timer (STALL later, before the peer's CLOSE can
+    come back over a 40 ms round trip) finds the channel closing. (Review: an adjust after
+    CLOSE makes OpenSSH drop the whole connection.)"""
+    from bench.relay import serve
+
+    window = 65536
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    _Sink.channels = []
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], line_editor=False,
+        server_factory=lambda: _SinkServer(window, 1 << 20), window=window, gss_host=None,
+    )  # fmt: skip
+    relay = await serve(0, server.sockets[0].getsockname()[1], 40)
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", relay.sockets[0].getsockname()[1], username="u", known_hosts=None,
+            client_keys=None, agent_path=None,
+        ) as conn:  # fmt: skip
+            chan, _ = await conn.create_session(asyncssh.SSHClientSession, encoding=None)
+            await _until(lambda: _Sink.channels, "the session")
+            sink = _Sink.channels[0]
+            sent: list[tuple[int, bool]] = []
+            send = sink.chan.send_packet
+
+            def recording(pkttype: int, *args: Any) -> None:
+                sent.append((pkttype, sink.chan._send_state in ("close_pending", "closed")))
+                send(pkttype, *args)
+
+            sink.chan.send_packet = recording
+            sink.close_at = window
+            chan.write(bytes(window))  # to the edge, where the server closes
+            await _until(lambda: any(t == 97 for t, _ in sent), "the server's CLOSE")
+            await asyncio.sleep(0.05)  # ten times STALL: the timer has fired
+            assert [t for t, closing in sent if closing and t == 93] == [], sent
+    finally:
+        relay.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_slow_reader_never_grows_the_window() -> None:
