@@ -56,6 +56,12 @@ def main() -> int:
         f"{time.monotonic() - started:.0f} s\n\n"
     )
     table = header + bench.table()
+    if "logins" in only:  # sftpd alone: OpenSSH here has no CA or TOTP set up to compare
+        from bench.logins import measure
+
+        users = 40 if args.quick else 200
+        say = lambda m: print(f"bench: {m}", file=sys.stderr)  # noqa: E731
+        table += "\n\n" + measure(users, sizes.reps, say)
     print(table)
     if args.output:
         with open(args.output, "w") as fh:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,10 +124,11 @@ def keygen(path: Path) -> None:
 
 def start_sftpd(
     tmp: Path, client_pub: Path, workers: int | None = None, code: Path | None = None,
-    name: str = "",
+    name: str = "", extra: Sequence[str] = (),
 ) -> Server:  # fmt: skip
     """sftpd as users run it: ``workers=None`` means its default, one process per core;
-    ``code``: run the tree there (another commit) instead of the installed one."""
+    ``code``: run the tree there (another commit) instead of the installed one; ``extra``:
+    more ``serve`` flags."""
     name = name or ("sftpd" if workers is None else f"sftpd-{workers}")
     data, keys = tmp / f"{name}-data", tmp / f"{name}-keys"
     base = [sys.executable, "-m", "sftpd", "--data-dir", str(data), "--keys-dir", str(keys)]
@@ -153,6 +155,7 @@ def start_sftpd(
     ]
     if workers:
         args += ["--workers", str(workers)]
+    args += extra
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, cwd=code, env=env)
     wait_port(port, proc, name)
     return Server(

@@ -143,6 +143,9 @@ def main(
         bool, typer.Option(help="Never prompt (default when stdin is not a tty).")
     ] = False,
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    otp_stdin: Annotated[
+        bool, typer.Option(help="Read a verification code from stdin (after any password).")
+    ] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
@@ -150,7 +153,7 @@ def main(
     ctx.obj = opts = Options(
         target=target, profile=profile, keys=tuple(identity or ()), known_hosts=known_hosts,
         accept_new=accept_new, batch=batch or not sys.stdin.isatty(),
-        password_stdin=password_stdin, quiet=quiet, json=json_out, debug=debug,
+        password_stdin=password_stdin, otp_stdin=otp_stdin, quiet=quiet, json=json_out, debug=debug,
     )  # fmt: skip
     if ctx.invoked_subcommand is None:
         if target or os.environ.get("XFER_TARGET") or Profiles.load().current(profile):

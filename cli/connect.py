@@ -11,6 +11,7 @@ import getpass
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class ConnectOptions:
     batch: bool = False
     password: str | None = None  # from --password-stdin or XFER_PASSWORD
     trust: str | None = None  # an unknown host's fingerprint the user accepted (xfer ui)
+    code: Callable[[], str | None] | None = None  # a verification code (--otp-stdin)
 
     @property
     def known_hosts_path(self) -> Path:
@@ -137,6 +139,7 @@ class _Client(asyncssh.SSHClient):
         self.refusal: XferError | None = None
         self.new_key: tuple[str, asyncssh.SSHKey] | None = None
         self._password_tries = 0
+        self.asked_code = False  # the server asked for a verification code
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         fast_send(conn)
@@ -184,6 +187,31 @@ class _Client(asyncssh.SSHClient):
             f"{self.opts.target.user or 'user'}@{self.opts.target.host}'s password: "
         )
 
+    def kbdint_auth_requested(self) -> str:
+        return ""
+
+    def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        """Keyboard-interactive: a password prompt gets the password, any other (sftpd's
+        "Verification code: ") a code from --otp-stdin or the terminal; batch mode answers
+        nothing it was not given."""
+        answers = []
+        for prompt, _echo in prompts:
+            if "password" in prompt.lower():
+                answer = self.password_auth_requested()
+            elif self.opts.code is not None:
+                answer = self.opts.code()
+            elif self.opts.batch:
+                answer = None
+            else:
+                answer = getpass.getpass(prompt)
+            if answer is None:
+                return None
+            self.asked_code = self.asked_code or "password" not in prompt.lower()
+            answers.append(answer)
+        return answers
+
 
 def _load_known(path: Path) -> asyncssh.SSHKnownHosts | None:
     try:
@@ -211,7 +239,7 @@ async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
     kwargs: dict[str, Any] = {
         "known_hosts": known if known is not None else asyncssh.import_known_hosts(""),
         "client_factory": lambda: client,
-        "kbdint_auth": False,
+        "kbdint_auth": True,  # sftpd's second factor (and servers that ask passwords so)
         "window": CLIENT_WINDOW,  # downloads over a long link: see sftpd/ssh/algorithms.py
     }
     ciphers = cipher_preference()
@@ -242,4 +270,5 @@ async def connect(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
         raise XferError(CONNECT, f"cannot connect to {opts.target}: {reason}") from None
     if client.new_key is not None:
         _remember(opts.known_hosts_path, *client.new_key)
+    conn.set_extra_info(xfer_asked_code=client.asked_code)  # Session.pool reads it
     return conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Options:
     accept_new: bool = False
     batch: bool = False
     password_stdin: bool = False
+    otp_stdin: bool = False  # a verification code on stdin's next line (after a password)
     quiet: bool = False
     json: bool = False
     debug: bool = False
@@ -68,7 +70,11 @@ def remember_cwd(opts: Options, cwd: str) -> None:
 
 
 async def open_remote(
-    opts: Options, password: str | None, cwd: str | None = None, trust: str | None = None
+    opts: Options,
+    password: str | None,
+    cwd: str | None = None,
+    trust: str | None = None,
+    code: Callable[[], str | None] | None = None,
 ) -> Remote:
     """Connect, start SFTP and find the working directory (``cwd``, the profile's, or the
     server's). ``trust``: the fingerprint of an unknown host the user accepted."""
@@ -83,6 +89,7 @@ async def open_remote(
             batch=opts.batch,
             password=password,
             trust=trust,
+            code=code,
         )
     )
     try:
@@ -104,6 +111,7 @@ class Session:
         self._extra: list[Remote] = []
         self._password: str | None = None
         self._password_read = False
+        self._code_read = False
 
     def secret(self) -> str | None:
         """The password, read from stdin once however many connections use it."""
@@ -116,15 +124,27 @@ class Session:
             )
         return self._password
 
+    def code(self) -> str | None:
+        """The verification code from stdin (--otp-stdin), once: a code is good for one
+        login, so later connections get none and fail rather than reuse it."""
+        if self._code_read:
+            return None
+        self.secret()  # a password comes first on stdin
+        self._code_read = True
+        return sys.stdin.readline().strip() or None
+
     async def remote(self) -> Remote:
         if self._remote is None:
-            self._remote = await open_remote(self.opts, self.secret())
+            code = self.code if self.opts.otp_stdin else None
+            self._remote = await open_remote(self.opts, self.secret(), code=code)
         return self._remote
 
     async def pool(self, n: int) -> list[Remote]:
         """``n`` connections (the first is :meth:`remote`), in the same directory: against
         sftpd with several workers they spread over its processes."""
         first = await self.remote()
+        if first.conn.get_extra_info("xfer_asked_code"):
+            return [first]  # each login would need a code of its own: one connection
         missing = n - 1 - len(self._extra)
         if missing > 0:  # at once: each costs a few round trips
             more = await asyncio.gather(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftpd.core.logins import parse_policy
 from sftpd.core.uploads import UPLOAD_MODES
 from sftpd.events.hooks import Hook, parse_hooks
 from sftpd.metrics import parse_listen
@@ -52,6 +53,10 @@ def _port(value: Any) -> int:
 
 def _path(value: Any) -> Path:
     return Path(str(value))
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    return tuple(Path(item) for item in _items(value))
 
 
 def _size(value: Any) -> int:
@@ -102,6 +107,13 @@ def _positive(value: Any) -> int:
     if n <= 0:
         raise ValueError("must be a positive number")
     return n
+
+
+def _policy(value: Any) -> str:
+    text = str(value).strip()
+    if text:
+        parse_policy(text)
+    return text
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
@@ -171,6 +183,18 @@ class Settings:
     metrics_listen: str = setting(
         "", _listen, "ADDR:PORT serving /metrics and /healthz; empty = off.", shown="off"
     )
+    login_policy: str = setting(
+        "", _policy, "Methods that admit users without a policy of their own (docs/security.md).",
+        shown="publickey,certificate,password (+totp for users with a second factor)",
+    )  # fmt: skip
+    user_ca: tuple[Path, ...] = setting(
+        (), _paths, "File of trusted user CA public keys, repeatable (docs/security.md).",
+        shown="none",
+    )  # fmt: skip
+    revoked_keys: str = setting(
+        "", str, "KRL or list of public keys refused for login (reread when it changes).",
+        shown="none",
+    )  # fmt: skip
     upload_mode: str = setting(
         "standard", _choice(UPLOAD_MODES), "standard | atomic | atomic-resume (docs/automation.md)."
     )

@@ -34,6 +34,7 @@ from sftpd.reconcile import (
 )
 from sftpd.ssh.algorithms import SERVER_WINDOW
 from sftpd.ssh.compat import quiet_logging, use_fast_ciphers
+from sftpd.ssh.trust import Trust
 from sftpd.store import AccessRecord, Store, StoreError, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Service:
         self.holder = new_holder_id()
         self.process_tag = holder_tag(self.holder)
         self.connections: set[Connection] = set()
+        self.trust = Trust(settings)
         self.defender = Defender(self.store, settings, self.metrics.defender_blocks.inc)
         self.bus = EventBus(
             settings.hooks, self.store, self.holder, settings.event_buffer,
@@ -215,7 +217,9 @@ class Service:
                     line_editor=False,
                     agent_forwarding=False,
                     x11_forwarding=False,
-                    kbdint_auth=False,
+                    # Keyboard-interactive asks for the second factor only, when the
+                    # login policy has a code left to ask (Connection.kbdint_auth_supported).
+                    kbdint_auth=True,
                     # No GSS: without this asyncssh resolves getfqdn() at every login.
                     gss_host=None,
                     kex_algs=KEX_ALGS,
@@ -302,6 +306,7 @@ async def prepare(settings: Settings) -> list[HostKey]:
     """Everything done once before serving: data dir, schema, crash reconciliation, host keys."""
     if settings.metrics_listen:
         prepare_directory()  # before any worker imports prometheus_client
+    Trust(settings)  # a bad CA or revoked-keys file stops the server here, not per worker
     store = await open_service_store(settings)
     try:
         await reconcile_dead_holders(store, settings)

@@ -11,9 +11,9 @@ from sftpd.admin.base import app  # isort: split
 from sftpd.admin import serve, users  # commands are listed in the order registered
 
 # isort: split
-from sftpd.admin import access, events, ops
+from sftpd.admin import access, events, logins, ops
 
-__all__ = ["access", "app", "events", "main", "ops", "serve", "users"]
+__all__ = ["access", "app", "events", "logins", "main", "ops", "serve", "users"]
 
 
 def main() -> None:

@@ -70,6 +70,12 @@ mount_app = typer.Typer(
     rich_markup_mode=None, help="Mount shared folders into a user's tree.", no_args_is_help=True
 )
 user_app.add_typer(mount_app, name="folder")
+twofa_app = typer.Typer(
+    rich_markup_mode=None,
+    help="A second factor (TOTP codes from an authenticator app) for a user's logins.",
+    no_args_is_help=True,
+)
+user_app.add_typer(twofa_app, name="2fa")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", show_default=False)

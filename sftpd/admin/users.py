@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +26,9 @@ from sftpd.admin.base import (
     user_app,
     with_store,
 )
+from sftpd.admin.logins import factors_line
 from sftpd.config import Settings
+from sftpd.core.limits import parse_networks
 from sftpd.passwords import hash_password, random_password
 from sftpd.reconcile import ScanResult, scan_user
 from sftpd.sizes import count, format_size
@@ -96,7 +99,15 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
         "used": u.used_bytes,
         "files": u.used_files,
         "max_files": u.max_files or None,
-        "keys": [{"fingerprint": k.fingerprint, "algorithm": k.algorithm} for k in u.keys],
+        "keys": [
+            {
+                "fingerprint": k.fingerprint,
+                "algorithm": k.algorithm,
+                "from": list(k.allowed_from),
+                "exempt": k.exempt,
+            }
+            for k in u.keys
+        ],
         "permissions": u.access.permissions or "all",
         "paths": dict(u.access.paths),
         "allowed_from": list(u.access.allowed_from),
@@ -104,6 +115,9 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
         "upload_bps": u.access.upload_bps or None,
         "download_bps": u.access.download_bps or None,
         "folders": {m.vpath: m.folder for m in u.mounts},
+        "login_policy": u.login_policy,
+        "totp": u.totp_secret is not None,
+        "recovery_codes": u.recovery_codes,
     }
 
 
@@ -111,10 +125,11 @@ def user_json(u: UserRecord, default: int) -> dict[str, Any]:
 def user_show(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
     """Show one user."""
 
-    async def q(store: Store, conf: Settings) -> tuple[UserRecord | None, int]:
-        return await store.get_user(name), conf.default_quota
+    async def q(store: Store, conf: Settings) -> tuple[UserRecord | None, Settings]:
+        return await store.get_user(name), conf
 
-    user, default = with_store(ctx, q)
+    user, conf = with_store(ctx, q)
+    default = conf.default_quota
     if user is None:
         fail(f"no such user: {name}")
     if json_out:
@@ -125,11 +140,15 @@ def user_show(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
     typer.echo(f"password: {'set' if user.password_hash else 'none'}")
     typer.echo(f"usage:    {quota_text(user, default)}")
     for k in user.keys:
-        typer.echo(f"key:      {k.algorithm} {k.fingerprint} {k.comment}".rstrip())
+        limits = (f" from={','.join(k.allowed_from)}" if k.allowed_from else "") + (
+            " exempt" if k.exempt else ""
+        )
+        typer.echo(f"key:      {k.algorithm} {k.fingerprint} {k.comment}".rstrip() + limits)
     for line in access_lines(user.access):
         typer.echo(line)
     for m in user.mounts:
         typer.echo(f"folder:   {m.vpath} -> {m.folder}")
+    typer.echo(f"logins:   {factors_line(user, conf)}")
 
 
 def _must(found: bool, name: str) -> None:
@@ -232,9 +251,32 @@ def quota_scan(
 
 
 @key_app.command("add")
-def key_add(ctx: typer.Context, name: str, file: Path) -> None:
+def key_add(
+    ctx: typer.Context,
+    name: str,
+    file: Path,
+    allowed_from: Annotated[
+        str | None,
+        typer.Option("--from", help="Accept the key only from these networks (CIDR, commas)."),
+    ] = None,
+    exempt: Annotated[
+        bool,
+        typer.Option(
+            "--exempt",
+            help="The key alone completes a login, whatever the login policy (needs --from).",
+        ),
+    ] = False,
+) -> None:
     """Add the public key(s) in FILE to a user."""
-    keys = read_keys(file)
+    nets: tuple[str, ...] = ()
+    if allowed_from is not None:
+        try:
+            nets = tuple(str(n) for n in parse_networks(allowed_from.split(",")))
+        except ValueError as exc:
+            fail(str(exc))
+    if exempt and not nets:
+        fail("an exempt key must be limited to given addresses: add --from NETWORKS")
+    keys = [replace(k, allowed_from=nets, exempt=exempt) for k in read_keys(file)]
 
     async def add(store: Store, _conf: Settings) -> None:
         for k in keys:

@@ -65,3 +65,16 @@ async def no_shell(ctx: ExecContext, host: str, port: int) -> int:
     newline = "\r\n" if ctx.pty else "\n"  # a pty puts the client's terminal in raw mode
     ctx.err(newline.join(lines) + newline)
     return 1
+
+
+#: A certificate's ``force-command`` naming one of these runs SFTP for every session.
+SFTP_COMMANDS = ("internal-sftp", "sftp-server", "/usr/lib/openssh/sftp-server",
+                 "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")  # fmt: skip
+
+
+def servable(command: str) -> bool:
+    """Whether sftpd can run ``command`` for every session, as a certificate's
+    ``force-command`` makes it: the SFTP server under a name OpenSSH gives it, or one of
+    the exec commands above."""
+    words = command.split()
+    return command.strip() in SFTP_COMMANDS or (bool(words) and words[0] in COMMANDS)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 import asyncssh
 
 from sftpd.exec import ExecContext, run_command
-from sftpd.exec.table import no_shell
+from sftpd.exec.table import SFTP_COMMANDS, no_shell
 from sftpd.ssh.algorithms import SERVER_WINDOW_MAX
 from sftpd.ssh.compat import (
     SSHReader,
@@ -58,7 +58,8 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
         growing_window(chan, SERVER_WINDOW_MAX)
         command = chan.get_command()
         conn = self._owner
-        if chan.get_subsystem() == "sftp":
+        forced = conn.forced_command()
+        if chan.get_subsystem() == "sftp" or (forced and forced.strip() in SFTP_COMMANDS):
             server = conn.new_sftp_server(chan)
             conn.spawn(self._sftp(SftpdHandler(server, stdin, stdout, 3), server, chan))
         elif command and command.startswith("scp "):

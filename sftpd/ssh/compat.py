@@ -1,6 +1,6 @@
 """Every use of asyncssh internals, in one place, written for one asyncssh series.
 
-sftpd and xfer reach past asyncssh's public API in eight ways, each listed in
+sftpd and xfer reach past asyncssh's public API in ten ways, each listed in
 docs/asyncssh.md and guarded by tests/unit/test_compat.py (which pins the source
 of every asyncssh function these rely on, so an upgrade that changes one fails
 the suite instead of silently changing behaviour):
@@ -16,7 +16,9 @@ the suite instead of silently changing behaviour):
    cipher table in place of its chacha20-poly1305 and AES-GCM shims;
 6. :func:`quiet_logging` makes asyncssh format log arguments only for lines it writes;
 7. :func:`growing_window` lets a channel's receive window grow on a long link;
-8. :func:`sliced_input` gives the receive path views of its input, not copies.
+8. :func:`sliced_input` gives the receive path views of its input, not copies;
+9. :func:`chained_logins` answers a login step that is not the last with partial success;
+10. :func:`certificate_check` shows sftpd each user certificate before asyncssh admits it.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -31,6 +33,7 @@ import sys
 import termios
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import asyncssh
@@ -50,8 +53,11 @@ from asyncssh.constants import (
     MSG_IGNORE,
 )
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
+from asyncssh.public_key import CERT_TYPE_USER
 from asyncssh.sftp import SFTPHandler, SFTPLimits, SFTPServerHandler
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
+
+from sftpd.core.certs import Certificate
 
 __all__ = [
     "ASYNCSSH_SERIES", "FXP_EXTENDED_REPLY", "FXP_NAME", "FXP_OPEN", "FXP_OPENDIR",
@@ -387,3 +393,89 @@ def sliced_input(
 
     conn.data_received = data_received  # type: ignore[method-assign]
     conn._recv_pkthdr = recv_pkthdr  # type: ignore[method-assign]
+
+
+# -- 9. chained logins: partial success ---------------------------------------------------
+
+
+def chained_logins(conn: asyncssh.SSHServerConnection, complete: Callable[[str], bool]) -> None:
+    """Answer a successful login method with partial success (RFC 4252 section 5.1) unless
+    ``complete(method)`` says the login is now complete (``method``: asyncssh's name for
+    it, e.g. ``"publickey"``, ``"keyboard-interactive"``).
+
+    asyncssh has no server API for chained methods: every method that validates calls
+    ``ServerAuth.send_success``, which calls the connection's ``send_userauth_success``.
+    Wrapped here, a step that is not the last sends ``send_userauth_failure(True)``
+    instead, which lists the methods still supported (asyncssh asks the server object's
+    ``*_auth_supported`` for them) with the partial-success flag, and clears the method in
+    progress, as a failure does; the client goes on with the next method.
+
+    After any failure (partial or not) the ``ssh-userauth`` service may be requested again:
+    paramiko sends a SERVICE_REQUEST before each method it tries, which asyncssh accepts
+    only once (``_process_service_request`` clears ``_next_service``) and answers a second
+    time with a disconnect; OpenSSH's sshd accepts it while the login is not done. So
+    paramiko's ``auth_password`` then ``auth_interactive`` (or a key that fails, then a
+    password) works on one connection.
+    """
+    succeed, fail = conn.send_userauth_success, conn.send_userauth_failure
+
+    def send_userauth_failure(partial_success: bool) -> None:
+        fail(partial_success)
+        conn._next_service = b"ssh-userauth"  # reset to None by a success
+
+    async def send_userauth_success() -> None:
+        name: bytes = getattr(conn._auth, "_method", b"")  # a ServerAuth's method name
+        method = name.decode("ascii", "replace")
+        if complete(method):
+            await succeed()
+        else:
+            conn.send_userauth_failure(True)
+
+    conn.send_userauth_success = send_userauth_success  # type: ignore[method-assign]
+    conn.send_userauth_failure = send_userauth_failure  # type: ignore[method-assign]
+
+
+# -- 10. user certificates: the whole certificate for sftpd's checks -------------------------
+
+
+def certificate_info(cert: asyncssh.SSHCertificate) -> Certificate:
+    """The fields of an OpenSSH certificate sftpd decides on (asyncssh keeps the serial,
+    key id, type and validity private)."""
+    c: Any = cert
+    networks = c.options.get("source-address") or ()
+    return Certificate(
+        blob=bytes(c.public_data),
+        key=bytes(c.key.public_data),
+        ca=bytes(c.signing_key.public_data),
+        user_cert=c._cert_type == CERT_TYPE_USER,
+        serial=int(c._serial),
+        key_id=str(c._key_id),
+        principals=tuple(c.principals),
+        valid_after=int(c._valid_after),
+        valid_before=int(c._valid_before),
+        force_command=c.options.get("force-command"),
+        source_address=tuple(str(n) for n in networks),
+    )
+
+
+def certificate_check(
+    conn: asyncssh.SSHServerConnection,
+    check: Callable[[str, Certificate], Awaitable[bool]],
+) -> None:
+    """Ask ``check(username, certificate)`` about every OpenSSH user certificate offered,
+    before asyncssh's own checks (which then ask ``SSHServer.validate_ca_key``, then check
+    type, principal, validity and source-address again, and the signature).
+
+    asyncssh's public hook, ``validate_ca_key``, sees only the signing key: not the
+    serial, key id or certified key a revocation list names, nor the principals and
+    options sftpd refuses with a reason of its own. It calls the wrapped method for every
+    certificate, both when it is offered and when it is signed.
+    """
+    validate = conn._validate_openssh_certificate
+
+    async def validate_certificate(username: str, cert: Any) -> asyncssh.SSHKey | None:
+        if not await check(username, certificate_info(cert)):
+            return None
+        return await validate(username, cert)
+
+    conn._validate_openssh_certificate = validate_certificate  # type: ignore[method-assign]

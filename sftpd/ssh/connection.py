@@ -11,19 +11,22 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from sftpd.core import logins
+from sftpd.core.certs import Certificate, fingerprint, refusal
 from sftpd.core.limits import address_allowed, expired, parse_networks
 from sftpd.core.session import Folder, Session
 from sftpd.events import Event
+from sftpd.exec.table import servable
 from sftpd.logs import audit
 from sftpd.passwords import verify_password
-from sftpd.ssh.compat import fast_send, sliced_input
+from sftpd.ssh.compat import certificate_check, chained_logins, fast_send, sliced_input
 from sftpd.ssh.sftp import SftpdServer
-from sftpd.store import StoreUnavailable, UserRecord, folder_account
+from sftpd.store import KeyRecord, StoreUnavailable, UserRecord, folder_account
 from sftpd.users import ensure_home, valid_username
 
 if TYPE_CHECKING:
@@ -54,6 +57,14 @@ class Connection(asyncssh.SSHServer):
         self._session_ok: asyncio.Future[bool] | None = None
         self._registered = False
         self._password_failures = 0
+        # The login so far: the methods passed, in order, on this connection for this
+        # user name (a new name starts over), and what the user's policy asks.
+        self._passed: list[str] = []
+        self._policy: logins.Policy = logins.parse_policy(logins.DEFAULT)
+        self._key_kind = "publickey"  # or "certificate": what the last key validated was
+        self._exempt = False  # ... and whether it was a key exempt from the policy
+        self._exempt_here = False  # the user has such a key for this address
+        self._login_fields: dict[str, Any] = {}  # key fingerprint, certificate id: audited
         self.closed = asyncio.Event()
 
     # -- connection lifecycle --------------------------------------------------
@@ -62,6 +73,8 @@ class Connection(asyncssh.SSHServer):
         self._conn = conn
         fast_send(conn)
         sliced_input(conn)
+        chained_logins(conn, self._step_passed)
+        certificate_check(conn, self._check_certificate)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.addr = str(peer[0])
         self.service.connections.add(self)
@@ -144,16 +157,97 @@ class Connection(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         self.username = username
+        self._passed, self._user, self._login_fields = [], None, {}
         if self._admission is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._admission)
+        user = await self._load(username)
+        self._policy = self._policy_of(user)
+        self._exempt_here = user is not None and any(
+            _key_allows(k, self.addr) and k.exempt for k in user.keys
+        )
         return True
+
+    def _policy_of(self, user: UserRecord | None) -> logins.Policy:
+        """The user's policy (an unknown user gets the server's default, so the methods
+        offered do not tell who exists unless a policy of their own differs)."""
+        default = self.service.settings.login_policy
+        if user is None:
+            return logins.effective(None, default, False)
+        try:
+            return logins.effective(user.login_policy, default, user.totp_secret is not None)
+        except ValueError:  # stored by hand: admit nobody rather than guess
+            log.error("bad login policy", extra={"user": user.name})
+            return ()
+
+    def _offers(self, method: str) -> bool:
+        return method in logins.remaining(self._policy, self._passed)
 
     def password_auth_supported(self) -> bool:
-        return True
+        return self._offers("password")
 
     def public_key_auth_supported(self) -> bool:
-        return True
+        exempt = self._exempt_here and not self._passed
+        return exempt or self._offers("publickey") or self._offers("certificate")
+
+    def kbdint_auth_supported(self) -> bool:
+        return self._offers("totp")
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, tuple[tuple[str, bool], ...]] | bool:
+        return "", "", "", (("Verification code: ", False),)
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        """The second factor: a TOTP code (each time step used once, on any node) or an
+        unused recovery code. A wrong one counts like a wrong password."""
+        if not self._admitted():
+            return False
+        user = await self._load(username)
+        answer = responses[0] if len(responses) == 1 else ""
+        reason = await self._second_factor(user, answer)
+        if reason:
+            self._failed(username, "totp", reason)
+            await self._strike(username)
+            return False
+        assert user is not None
+        return self._accept(user, "totp")
+
+    async def _second_factor(self, user: UserRecord | None, answer: str) -> str:
+        """Why ``answer`` does not pass (empty: it does, and is now used up)."""
+        if user is None or user.totp_secret is None:
+            return "no second factor"
+        if logins.looks_like_recovery_code(answer):
+            used = await self.service.store.use_recovery_code(
+                user.name, logins.recovery_hash(answer)
+            )
+            if used:
+                audit("recovery code used", event="login", user=user.name, addr=self.addr)
+            return "" if used else "wrong recovery code"
+        step = logins.code_step(user.totp_secret, answer)
+        if step is None:
+            return "wrong code"
+        if not await self.service.store.use_totp_step(user.name, step):
+            return "code already used"
+        return ""
+
+    def _step_passed(self, method: str) -> bool:
+        """A method succeeded (compat.chained_logins): True if the login is complete,
+        else the client is told to go on with what the policy still asks."""
+        step = {"keyboard-interactive": "totp", "publickey": self._key_kind}.get(method, method)
+        if step == "publickey" and self._exempt:  # a key exempt from the policy: enough
+            self._passed, self._method = [step], step
+            return True
+        if step not in self._passed:
+            self._passed.append(step)
+        self._method = "+".join(self._passed)
+        done = logins.satisfied(self._policy, self._passed)
+        if not done:
+            audit(
+                "login step ok", event="login", user=self.username[:64], addr=self.addr,
+                method=step, outcome="partial",
+            )  # fmt: skip
+        return done
 
     async def _load(self, username: str) -> UserRecord | None:
         """The user as stored, read once per connection attempt (a key is validated twice:
@@ -205,12 +299,48 @@ class Connection(asyncssh.SSHServer):
         if not self._admitted():
             return False
         user = await self._load(username)
-        fingerprint = key.get_fingerprint("sha256")
+        fp = key.get_fingerprint("sha256")
         if user is None:
-            return self._failed(username, "publickey", "unknown user", key=fingerprint)
-        if fingerprint not in {k.fingerprint for k in user.keys}:
-            return self._failed(username, "publickey", "key not authorized", key=fingerprint)
-        return self._accept(user, "publickey", key=fingerprint)
+            return self._failed(username, "publickey", "unknown user", key=fp)
+        record = next((k for k in user.keys if k.fingerprint == fp), None)
+        if record is None:
+            return self._failed(username, "publickey", "key not authorized", key=fp)
+        if not _key_allows(record, self.addr):
+            return self._failed(username, "publickey", "key not allowed from this address", key=fp)
+        exempt = record.exempt and not self._passed
+        if not exempt and not self._offers("publickey"):
+            return self._failed(username, "publickey", "not allowed by login policy", key=fp)
+        if self.service.trust.revocations().key_revoked(key.public_data):
+            return self._failed(username, "publickey", "key revoked", key=fp)
+        self._key_kind, self._exempt = "publickey", exempt
+        fields = {"key": fp, "exempt": "yes"} if exempt else {"key": fp}
+        return self._accept(user, "publickey", **fields)
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """asyncssh's own check, after :meth:`_check_certificate` passed."""
+        return key.public_data in self.service.trust.cas
+
+    async def _check_certificate(self, username: str, cert: Certificate) -> bool:
+        """An OpenSSH user certificate (compat.certificate_check): trusted CA, issued for
+        this user, valid now, from an allowed address, not revoked, and forcing no
+        command sftpd cannot run."""
+        if not self._admitted():
+            return False
+        fields = {
+            "key": fingerprint(cert.key), "ca": fingerprint(cert.ca),
+            "cert_id": cert.key_id[:128], "serial": str(cert.serial),
+        }  # fmt: skip
+        user = await self._load(username)
+        if user is None:
+            return self._failed(username, "certificate", "unknown user", **fields)
+        if not self._offers("certificate"):
+            return self._failed(username, "certificate", "not allowed by login policy", **fields)
+        trust = self.service.trust
+        reason = refusal(cert, username, self.addr, trust.cas, trust.revocations(), servable)
+        if reason:
+            return self._failed(username, "certificate", reason, **fields)
+        self._key_kind, self._exempt = "certificate", False
+        return self._accept(user, "certificate", **fields)
 
     def _accept(self, user: UserRecord, method: str, **fields: str) -> bool:
         if user.disabled:
@@ -224,7 +354,7 @@ class Connection(asyncssh.SSHServer):
         if networks is None or not address_allowed(self.addr, networks):
             return self._failed(user.name, method, "address not allowed", **fields)
         self._user = user
-        self._method = method
+        self._login_fields.update(fields)
         return True
 
     def _failed(self, username: str, method: str, reason: str, **fields: str) -> bool:
@@ -295,6 +425,7 @@ class Connection(asyncssh.SSHServer):
             addr=self.addr,
             method=self._method,
             outcome="ok",
+            **self._login_fields,
         )
         self.service.bus.emit(Event("login", user.name, self.addr, "ssh", method=self._method))
         self._admit_sessions(True)
@@ -355,6 +486,13 @@ class Connection(asyncssh.SSHServer):
             folders.append(Folder(m.vpath.strip("/"), m.folder, m.path, ledger))
         return folders
 
+    def forced_command(self) -> str | None:
+        """The command the login's certificate forces for every session, if any (asyncssh
+        runs it in place of what each session asks; only a servable one gets this far)."""
+        conn = self._conn
+        forced = conn.get_certificate_option("force-command") if conn is not None else None
+        return str(forced) if forced is not None else None
+
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})
 
@@ -378,3 +516,14 @@ class Connection(asyncssh.SSHServer):
             self._idle_timer = asyncio.get_running_loop().call_later(
                 timeout - idle, self._check_idle
             )
+
+
+def _key_allows(key: KeyRecord, addr: str) -> bool:
+    """Whether a registered key may be used from ``addr`` (its ``--from`` networks). A key
+    stored exempt without networks (by hand) is not exempt: refuse to guess which hosts."""
+    if not key.allowed_from:
+        return not key.exempt
+    try:
+        return address_allowed(addr, parse_networks(key.allowed_from))
+    except ValueError:  # stored by hand: refuse rather than guess
+        return False

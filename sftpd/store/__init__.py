@@ -39,6 +39,16 @@ class KeyRecord:
     algorithm: str
     public_key: str  # one OpenSSH authorized_keys line, without options
     comment: str = ""
+    allowed_from: tuple[str, ...] = ()  # CIDR networks the key is accepted from; (): any
+    exempt: bool = False  # completes a login alone, whatever the policy (with allowed_from)
+
+
+def key_record(row: Sequence[Any]) -> KeyRecord:
+    """A KeyRecord from ``SELECT fingerprint, algorithm, public_key, comment,
+    allowed_from, exempt``."""
+    fp, algorithm, public_key, comment, allowed, exempt = row
+    nets = tuple(allowed.split(",")) if allowed else ()
+    return KeyRecord(fp, algorithm, public_key, comment, nets, bool(exempt))
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,9 @@ class UserRecord:
     max_files: int | None = None  # None or 0: no limit
     access: AccessRecord = field(default_factory=AccessRecord)
     mounts: tuple[Mount, ...] = ()  # read-only here: set with Store.mount/unmount
+    login_policy: str | None = None  # None: the server's default (sftpd/core/logins.py)
+    totp_secret: str | None = field(default=None, repr=False)  # None: no second factor
+    recovery_codes: int = 0  # single-use codes left
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,21 @@ class Store(Outbox, Protocol):
         """Add a key; StoreError if the user is unknown or already has it."""
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool: ...
+
+    # -- logins (sftpd/core/logins.py) ---------------------------------------------
+
+    async def set_login_policy(self, name: str, policy: str | None) -> bool: ...
+
+    async def set_totp(self, name: str, secret: str | None, code_hashes: Sequence[str]) -> bool:
+        """Enrol (or, with None, remove) a TOTP secret: its recovery codes replace any
+        before, and no code has been used yet. False if the user is unknown."""
+
+    async def use_totp_step(self, name: str, step: int) -> bool:
+        """Mark time step ``step`` used if it is later than the last one used: True once
+        per step and user, whichever node asks (a code is never accepted twice)."""
+
+    async def use_recovery_code(self, name: str, code_hash: str) -> bool:
+        """Remove the code if the user has it: True once."""
 
     # -- shared folders: each has a ledger account, folder_account(name) -----------
 

@@ -155,6 +155,28 @@ SQLITE_STEPS.append(
     """
 )
 
+SQLITE_STEPS.append(
+    # 8: stronger logins (docs/security.md). login_policy: which methods, alone or
+    # chained, admit the user (NULL: the server's default); totp_secret: the base32 TOTP
+    # secret (NULL: no second factor); totp_step: the last time step a code was accepted
+    # for, so a code is used once; recovery_codes: single-use codes, stored as sha256.
+    # user_keys.allowed_from: CIDR networks the key is accepted from ('': anywhere);
+    # user_keys.exempt: the key completes a login alone, whatever the policy (only with
+    # allowed_from; for automation on known hosts).
+    """
+    ALTER TABLE users ADD COLUMN login_policy TEXT;
+    ALTER TABLE users ADD COLUMN totp_secret TEXT;
+    ALTER TABLE users ADD COLUMN totp_step INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE user_keys ADD COLUMN allowed_from TEXT NOT NULL DEFAULT '';
+    ALTER TABLE user_keys ADD COLUMN exempt INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE recovery_codes (
+        user      TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        code_hash TEXT NOT NULL,
+        PRIMARY KEY (user, code_hash)
+    );
+    """
+)
+
 # The same schema for PostgreSQL, as it stands after every SQLite step above. Steps are
 # applied under an advisory lock, so nodes starting at once migrate exactly once.
 POSTGRES_STEPS: list[str] = [
@@ -273,5 +295,21 @@ POSTGRES_STEPS.append(
     );
     CREATE INDEX deliveries_due ON deliveries (hook, next_at) WHERE state = 'pending';
     CREATE INDEX deliveries_holder ON deliveries (holder) WHERE state = 'pending';
+    """
+)
+
+POSTGRES_STEPS.append(
+    # 5: stronger logins (SQLite step 8)
+    """
+    ALTER TABLE users ADD COLUMN login_policy TEXT;
+    ALTER TABLE users ADD COLUMN totp_secret TEXT;
+    ALTER TABLE users ADD COLUMN totp_step BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE user_keys ADD COLUMN allowed_from TEXT NOT NULL DEFAULT '';
+    ALTER TABLE user_keys ADD COLUMN exempt BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE recovery_codes (
+        "user"    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        code_hash TEXT NOT NULL,
+        PRIMARY KEY ("user", code_hash)
+    );
     """
 )

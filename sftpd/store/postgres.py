@@ -10,7 +10,7 @@ overshoot together. Migrations run under a session advisory lock.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +33,7 @@ from sftpd.store import (
     file_refusal,
     folder_account,
     grant_for,
+    key_record,
     next_strike,
 )
 from sftpd.store.migrations import POSTGRES_STEPS
@@ -43,8 +44,9 @@ MIGRATION_LOCK = 0x5F7D0001  # advisory lock id held while migrating
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 _SELECT_USERS = (
     "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
-    " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
-    " WHERE left(name, 1) <> '@'"
+    " permissions, allowed_from, expires_at, upload_bps, download_bps, login_policy,"
+    ' totp_secret, (SELECT count(*) FROM recovery_codes r WHERE r."user" = users.name)'
+    " AS recovery_codes FROM users WHERE left(name, 1) <> '@'"
 )
 _SELECT_FOLDERS = (
     "SELECT f.name, f.path, coalesce(u.quota_bytes, 0), u.max_files, u.used_bytes, u.used_files"
@@ -203,6 +205,34 @@ class PostgresStore(PostgresOutbox):
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=$1 WHERE name=$2", max_files, name)
+
+    async def set_login_policy(self, name: str, policy: str | None) -> bool:
+        return await self._update("UPDATE users SET login_policy=$1 WHERE name=$2", policy, name)
+
+    async def set_totp(self, name: str, secret: str | None, code_hashes: Sequence[str]) -> bool:
+        async def q(c: Any) -> bool:
+            async with c.transaction():
+                status = await c.execute(
+                    "UPDATE users SET totp_secret=$1, totp_step=0 WHERE name=$2", secret, name
+                )
+                await c.execute('DELETE FROM recovery_codes WHERE "user"=$1', name)
+                await c.executemany(
+                    'INSERT INTO recovery_codes ("user", code_hash) VALUES ($1, $2)',
+                    [(name, h) for h in code_hashes],
+                )
+                return not str(status).endswith(" 0")
+
+        return await self._run(q)
+
+    async def use_totp_step(self, name: str, step: int) -> bool:
+        return await self._update(
+            "UPDATE users SET totp_step=$1 WHERE name=$2 AND totp_step < $1", step, name
+        )
+
+    async def use_recovery_code(self, name: str, code_hash: str) -> bool:
+        return await self._update(
+            'DELETE FROM recovery_codes WHERE "user"=$1 AND code_hash=$2', name, code_hash
+        )
 
     async def add_folder(self, folder: FolderRecord) -> None:
         async def q(c: Any) -> None:
@@ -540,13 +570,15 @@ async def _insert_key(c: Any, name: str, key: KeyRecord) -> None:
         async with c.transaction():  # a savepoint, so a duplicate leaves the rest intact
             await c.execute(
                 'INSERT INTO user_keys ("user", fingerprint, algorithm, public_key, comment,'
-                " added_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                " added_at, allowed_from, exempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 name,
                 key.fingerprint,
                 key.algorithm,
                 key.public_key,
                 key.comment,
                 time.time(),
+                ",".join(key.allowed_from),
+                key.exempt,
             )
     except asyncpg.UniqueViolationError:
         raise StoreError(f"user {name} already has key {key.fingerprint}") from None
@@ -554,11 +586,11 @@ async def _insert_key(c: Any, name: str, key: KeyRecord) -> None:
 
 async def _keys(c: Any, name: str) -> tuple[KeyRecord, ...]:
     rows = await c.fetch(
-        'SELECT fingerprint, algorithm, public_key, comment FROM user_keys WHERE "user"=$1'
-        " ORDER BY added_at",
+        "SELECT fingerprint, algorithm, public_key, comment, allowed_from, exempt"
+        ' FROM user_keys WHERE "user"=$1 ORDER BY added_at',
         name,
     )
-    return tuple(KeyRecord(*row) for row in rows)
+    return tuple(key_record(row) for row in rows)
 
 
 async def _write_access(c: Any, name: str, access: AccessRecord) -> bool:
@@ -615,6 +647,9 @@ def _user(
         used_bytes=int(row["used_bytes"]),
         used_files=int(row["used_files"]),
         max_files=row["max_files"],
-        access=access_record(tuple(row)[7:], paths),
+        access=access_record(tuple(row)[7:12], paths),
         mounts=mounts,
+        login_policy=row["login_policy"],
+        totp_secret=row["totp_secret"],
+        recovery_codes=int(row["recovery_codes"]),
     )

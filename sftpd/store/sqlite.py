@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from sftpd.store import (
     file_refusal,
     folder_account,
     grant_for,
+    key_record,
     next_strike,
 )
 from sftpd.store.migrations import SQLITE_STEPS
@@ -44,8 +45,9 @@ T = TypeVar("T")
 CHECKPOINT_EVERY = 256  # inline commits between background WAL checkpoints
 _SELECT_USERS = (
     "SELECT name, password_hash, quota_bytes, disabled, used_bytes, used_files, max_files,"
-    " permissions, allowed_from, expires_at, upload_bps, download_bps FROM users"
-    " WHERE substr(name, 1, 1) != '@'"
+    " permissions, allowed_from, expires_at, upload_bps, download_bps, login_policy,"
+    " totp_secret, (SELECT count(*) FROM recovery_codes r WHERE r.user = users.name)"
+    " FROM users WHERE substr(name, 1, 1) != '@'"
 )
 _SELECT_FOLDERS = (
     "SELECT f.name, f.path, coalesce(u.quota_bytes, 0), u.max_files, u.used_bytes, u.used_files"
@@ -214,6 +216,34 @@ class SqliteStore(SqliteOutbox):
 
     async def set_max_files(self, name: str, max_files: int | None) -> bool:
         return await self._update("UPDATE users SET max_files=? WHERE name=?", (max_files, name))
+
+    async def set_login_policy(self, name: str, policy: str | None) -> bool:
+        return await self._update("UPDATE users SET login_policy=? WHERE name=?", (policy, name))
+
+    async def set_totp(self, name: str, secret: str | None, code_hashes: Sequence[str]) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                found = c.execute(
+                    "UPDATE users SET totp_secret=?, totp_step=0 WHERE name=?", (secret, name)
+                ).rowcount
+                c.execute("DELETE FROM recovery_codes WHERE user=?", (name,))
+                c.executemany(
+                    "INSERT INTO recovery_codes (user, code_hash) VALUES (?, ?)",
+                    [(name, h) for h in code_hashes],
+                )
+                return found > 0
+
+        return await self._run(q)
+
+    async def use_totp_step(self, name: str, step: int) -> bool:
+        return await self._update(
+            "UPDATE users SET totp_step=? WHERE name=? AND totp_step < ?", (step, name, step)
+        )
+
+    async def use_recovery_code(self, name: str, code_hash: str) -> bool:
+        return await self._update(
+            "DELETE FROM recovery_codes WHERE user=? AND code_hash=?", (name, code_hash)
+        )
 
     async def add_folder(self, folder: FolderRecord) -> None:
         def q(c: sqlite3.Connection) -> None:
@@ -550,9 +580,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
 def _insert_key(c: sqlite3.Connection, name: str, key: KeyRecord) -> None:
     try:
         c.execute(
-            "INSERT INTO user_keys (user, fingerprint, algorithm, public_key, comment, added_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (name, key.fingerprint, key.algorithm, key.public_key, key.comment, time.time()),
+            "INSERT INTO user_keys (user, fingerprint, algorithm, public_key, comment, added_at,"
+            " allowed_from, exempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                key.fingerprint,
+                key.algorithm,
+                key.public_key,
+                key.comment,
+                time.time(),
+                ",".join(key.allowed_from),
+                int(key.exempt),
+            ),
         )
     except sqlite3.IntegrityError:
         raise StoreError(f"user {name} already has key {key.fingerprint}") from None
@@ -599,11 +638,11 @@ def _reduce_reservation(c: sqlite3.Connection, name: str, holder: str, n: int) -
 
 def _keys(c: sqlite3.Connection, name: str) -> tuple[KeyRecord, ...]:
     rows = c.execute(
-        "SELECT fingerprint, algorithm, public_key, comment FROM user_keys"
-        " WHERE user=? ORDER BY added_at",
+        "SELECT fingerprint, algorithm, public_key, comment, allowed_from, exempt"
+        " FROM user_keys WHERE user=? ORDER BY added_at",
         (name,),
     ).fetchall()
-    return tuple(KeyRecord(*row) for row in rows)
+    return tuple(key_record(row) for row in rows)
 
 
 def _write_access(c: sqlite3.Connection, name: str, access: AccessRecord) -> bool:
@@ -662,6 +701,9 @@ def _user(
         used_bytes=int(used),  # type: ignore[call-overload]
         used_files=int(files),  # type: ignore[call-overload]
         max_files=max_files if isinstance(max_files, int) else None,
-        access=access_record(row[7:], paths),
+        access=access_record(row[7:12], paths),
         mounts=mounts,
+        login_policy=row[12] if isinstance(row[12], str) else None,
+        totp_secret=row[13] if isinstance(row[13], str) else None,
+        recovery_codes=int(row[14]),  # type: ignore[call-overload]
     )

@@ -197,6 +197,16 @@ def test_user_commands_end_to_end(workdir: Path, server: Serve) -> None:
     bob = next(u for u in listed if u["name"] == "bob")
     assert bob["quota"] == int(1.5 * 1024**3) and bob["keys"][0]["fingerprint"] == fp
     assert "1.5 GiB" in run(workdir, "user", "show", "bob").stdout
+    other = workdir / "id_auto"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    r = run(workdir, "user", "key", "add", "bob", f"{other}.pub", "--exempt")
+    assert r.returncode == 1 and "--from" in r.stderr
+    r = run(workdir, "user", "key", "add", "bob", f"{other}.pub", "--from", "10.0.0.300")
+    assert r.returncode == 1 and "10.0.0.300" in r.stderr
+    r = run(workdir, "user", "key", "add", "bob", f"{other}.pub", "--from", "192.0.2.7,10.1.0.0/16",
+            "--exempt")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "from=192.0.2.7/32,10.1.0.0/16 exempt" in run(workdir, "user", "show", "bob").stdout
 
     hosts = known_hosts(workdir, server.port)
     ssh = ["sftp", "-b", "-", "-P", str(server.port), "-F", "/dev/null", "-i", str(key),

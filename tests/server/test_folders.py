@@ -206,9 +206,10 @@ async def test_workers_share_one_folder_quota_exactly(tmp_path: Path) -> None:
             proc.stdin.close()
         for proc, _, _ in procs:
             proc.wait(120)
+        errors = [proc.stderr.read() for proc, _, _ in procs if proc.stderr]
         pool = tmp_path / "pool"
         used, files = scan_home(str(pool))
-        assert quota - MiB < used <= quota  # 18 MiB offered: it filled up, never over
+        assert quota - MiB < used <= quota, errors  # 18 MiB offered: filled up, never over
         deadline = time.monotonic() + 10
         while ledger_row(tmp_path, folder_account("pool")) != (used, files, 0):
             assert time.monotonic() < deadline, ledger_row(tmp_path, folder_account("pool"))

@@ -60,6 +60,21 @@ PINNED = {
     "connection.SSHConnection.data_received": "b2d14a83b2604db6",
     "connection.SSHConnection._recv_data": "fc4e0735191bb0fd",
     "connection.SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
+    # 9. compat.chained_logins wraps the first two per connection (ServerAuth.send_success
+    # calls the first; ServerAuth.__init__ keeps the method name it reads), relies on the
+    # failure listing get_supported_server_auth_methods, and re-opens the service request
+    # the third accepts once
+    "connection.SSHConnection.send_userauth_success": "812e749ee2432e4b",
+    "connection.SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9",
+    "connection.SSHConnection._process_service_request": "faadd33529d2bc93",
+    "auth.ServerAuth.send_success": "a425bc98b9ecc35e",
+    "auth.ServerAuth.__init__": "ff793e0163031a9d",
+    "auth.get_supported_server_auth_methods": "8484ed020351243a",
+    # 10. compat.certificate_check wraps the first per connection (the second calls it for
+    # every OpenSSH certificate); certificate_info reads what the third stores privately
+    "connection.SSHServerConnection._validate_openssh_certificate": "056062c844e4c716",
+    "connection.SSHServerConnection._validate_client_certificate": "a49c71b2c2c1f917",
+    "public_key.SSHOpenSSHCertificate.__init__": "6862316a1716fd45",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",

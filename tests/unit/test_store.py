@@ -71,6 +71,38 @@ async def test_users_and_keys_roundtrip(two: tuple[Store, Store]) -> None:
     assert await store.count_users() == 0
 
 
+async def test_login_policy_totp_and_recovery_codes(two: tuple[Store, Store]) -> None:
+    """Two nodes: a time step and a recovery code are each accepted once, whichever node
+    asks; enrolling again resets both; the secret never shows in the record's repr."""
+    store, other = two
+    await store.add_user(UserRecord("erin"))
+    assert await store.set_login_policy("erin", "publickey+totp,password+totp")
+    assert not await store.set_login_policy("nobody", "password")
+    assert await store.set_totp("erin", "JBSWY3DPEHPK3PXP", ["h1", "h2"])
+    user = await other.get_user("erin")
+    assert user is not None and user.login_policy == "publickey+totp,password+totp"
+    assert user.totp_secret == "JBSWY3DPEHPK3PXP" and user.recovery_codes == 2
+    assert "JBSWY3DPEHPK3PXP" not in repr(user)
+    assert await store.use_totp_step("erin", 100)
+    assert not await other.use_totp_step("erin", 100)  # replayed on the other node
+    assert not await other.use_totp_step("erin", 99)  # an older code after a newer one
+    assert await other.use_totp_step("erin", 101)
+    assert await store.use_recovery_code("erin", "h1")
+    assert not await other.use_recovery_code("erin", "h1")
+    assert not await other.use_recovery_code("erin", "h3")
+    assert (await store.get_user("erin")).recovery_codes == 1  # type: ignore[union-attr]
+    assert await store.set_totp("erin", "KRSXG5CTMVRXEZLU", ["h9"])  # enrol again
+    assert await other.use_totp_step("erin", 50)
+    assert not await store.use_recovery_code("erin", "h2")
+    assert await store.set_totp("erin", None, [])
+    assert await store.set_login_policy("erin", None)
+    user = await other.get_user("erin")
+    assert user is not None and user.totp_secret is None and user.recovery_codes == 0
+    assert user.login_policy is None
+    assert not await store.set_totp("nobody", "X", [])
+    assert await store.delete_user("erin")  # the codes go with the user
+
+
 async def test_access_roundtrip(two: tuple[Store, Store]) -> None:
     store, other = two
     first = AccessRecord("list,upload", (("/drop", "upload"),), ("10.0.0.0/8",), None, 5, 0)
