@@ -62,11 +62,17 @@ def twofa_enable(
     typer.echo(f"otpauth URI: {uri}")
     typer.echo(f"or type the secret: {secret}")
     code = sys.stdin.readline().strip() if code_stdin else typer.prompt("Code from the app")
-    if logins.code_step(secret, code) is None:
+    step = logins.code_step(secret, code)
+    if step is None:
         fail("that code does not match: nothing was changed; run '2fa enable' again")
     codes = logins.new_recovery_codes()
     hashes = [logins.recovery_hash(c) for c in codes]
-    if not with_store(ctx, lambda s, _c: s.set_totp(name, secret, hashes)):
+
+    async def enable(store: Store, _conf: Settings) -> bool:
+        # the confirming code is used up, like any code a login accepts
+        return await store.set_totp(name, secret, hashes) and await store.use_totp_step(name, step)
+
+    if not with_store(ctx, enable):
         fail(f"no such user: {name}")
     typer.echo(f"second factor enabled for {name}. Recovery codes (each works once; shown once):")
     for c in codes:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,27 +188,37 @@ def parse_krl(data: bytes) -> Revocations:
     return out
 
 
-def parse_key_list(text: str) -> Revocations:
+#: Whether a line is a whole public key or certificate (sftpd/ssh/trust.py decodes it).
+LineCheck = Callable[[str], bool]
+
+
+def parse_key_list(text: str, is_key: LineCheck | None = None) -> Revocations:
     """Public keys one per line (``TYPE BASE64 [comment]``; ``#`` comments and blank lines
-    skipped). A certificate's line revokes that certificate."""
+    skipped). A certificate's line revokes that certificate. Any other line (a key cut
+    short, a wrapped paste) makes the whole list unreadable: the blob must name the line's
+    type, and ``is_key`` must accept the line."""
     out = Revocations()
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
         try:
-            out.keys.add(base64.b64decode(words[1], validate=True))
-        except (IndexError, binascii.Error):
-            raise RevocationError(f"line {number} is not a public key") from None
+            blob = base64.b64decode(words[1], validate=True)
+            kind = _Reader(blob).string()
+        except (IndexError, binascii.Error, RevocationError):
+            kind, blob = b"", b""
+        if kind != words[0].encode() or (is_key is not None and not is_key(line)):
+            raise RevocationError(f"line {number} is not a public key")
+        out.keys.add(blob)
     return out
 
 
-def parse_revoked(data: bytes) -> Revocations:
+def parse_revoked(data: bytes, is_key: LineCheck | None = None) -> Revocations:
     """A KRL, or else a text list of public keys."""
     if data.startswith(KRL_MAGIC):
         return parse_krl(data)
     try:
-        return parse_key_list(data.decode("ascii"))
+        return parse_key_list(data.decode("ascii"), is_key)
     except UnicodeDecodeError:
         raise RevocationError("neither a KRL nor a list of public keys") from None
 
@@ -218,8 +229,8 @@ class RevokedKeysFile:
     at the next login on every worker and node that reads the same file. While it cannot
     be read, every key and certificate is refused (logged once per change)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, is_key: LineCheck | None = None) -> None:
+        self.path, self._is_key = path, is_key
         self._stamp: tuple[int, int, int] | None = None
         self._current = Revocations()
         self._error = ""
@@ -233,7 +244,7 @@ class RevokedKeysFile:
             stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
             if stamp == self._stamp:
                 return
-            self._current = parse_revoked(self.path.read_bytes())
+            self._current = parse_revoked(self.path.read_bytes(), self._is_key)
             self._stamp = stamp
             log.info("revoked keys loaded", extra={"path": str(self.path)})
         except (OSError, RevocationError) as exc:

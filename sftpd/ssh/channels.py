@@ -56,10 +56,11 @@ class ChannelSession(SSHServerStreamSession):  # type: ignore[type-arg]
     def session_started(self) -> None:
         chan, stdin, stdout, stderr = binary_streams(self)
         growing_window(chan, SERVER_WINDOW_MAX)
-        command = chan.get_command()
         conn = self._owner
-        forced = conn.forced_command()
-        if chan.get_subsystem() == "sftp" or (forced and forced.strip() in SFTP_COMMANDS):
+        forced = conn.forced_command()  # a certificate's: whatever the session asked
+        command = chan.get_command() if forced is None else forced
+        sftp = chan.get_subsystem() == "sftp" if forced is None else forced.strip() in SFTP_COMMANDS
+        if sftp:
             server = conn.new_sftp_server(chan)
             conn.spawn(self._sftp(SftpdHandler(server, stdin, stdout, 3), server, chan))
         elif command and command.startswith("scp "):

@@ -64,6 +64,11 @@ class Connection(asyncssh.SSHServer):
         self._key_kind = "publickey"  # or "certificate": what the last key validated was
         self._exempt = False  # ... and whether it was a key exempt from the policy
         self._exempt_here = False  # the user has such a key for this address
+        # A certificate's force-command, kept here: asyncssh forgets the certificate's
+        # options at the next login request, so a step after the certificate (a code)
+        # would lift the restriction. _cert_forced: of the last certificate validated.
+        self._cert_forced: str | None = None
+        self._forced: str | None = None
         self._login_fields: dict[str, Any] = {}  # key fingerprint, certificate id: audited
         self.closed = asyncio.Event()
 
@@ -158,6 +163,7 @@ class Connection(asyncssh.SSHServer):
     async def begin_auth(self, username: str) -> bool:
         self.username = username
         self._passed, self._user, self._login_fields = [], None, {}
+        self._forced = None
         if self._admission is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._admission)
@@ -238,6 +244,8 @@ class Connection(asyncssh.SSHServer):
         if step == "publickey" and self._exempt:  # a key exempt from the policy: enough
             self._passed, self._method = [step], step
             return True
+        if step == "certificate":
+            self._forced = self._cert_forced
         if step not in self._passed:
             self._passed.append(step)
         self._method = "+".join(self._passed)
@@ -339,8 +347,10 @@ class Connection(asyncssh.SSHServer):
         reason = refusal(cert, username, self.addr, trust.cas, trust.revocations(), servable)
         if reason:
             return self._failed(username, "certificate", reason, **fields)
-        self._key_kind, self._exempt = "certificate", False
-        return self._accept(user, "certificate", **fields)
+        if not self._accept(user, "certificate", **fields):
+            return False
+        self._key_kind, self._exempt, self._cert_forced = "certificate", False, cert.force_command
+        return True
 
     def _accept(self, user: UserRecord, method: str, **fields: str) -> bool:
         if user.disabled:
@@ -487,11 +497,9 @@ class Connection(asyncssh.SSHServer):
         return folders
 
     def forced_command(self) -> str | None:
-        """The command the login's certificate forces for every session, if any (asyncssh
-        runs it in place of what each session asks; only a servable one gets this far)."""
-        conn = self._conn
-        forced = conn.get_certificate_option("force-command") if conn is not None else None
-        return str(forced) if forced is not None else None
+        """The command the login's certificate forces for every session, if any (run in
+        place of whatever each session asks; only a servable one gets this far)."""
+        return self._forced
 
     def refused(self, what: str) -> None:
         log.info("request refused", extra={"user": self.username, "addr": self.addr, "what": what})

@@ -24,7 +24,7 @@ class Trust:
         self._revoked: RevokedKeysFile | None = None
         if settings.revoked_keys:
             try:
-                self._revoked = RevokedKeysFile(Path(settings.revoked_keys))
+                self._revoked = RevokedKeysFile(Path(settings.revoked_keys), _is_key)
             except RevocationError as exc:
                 raise ConfigError(str(exc)) from None
 
@@ -56,3 +56,14 @@ def _read_cas(path: Path) -> list[asyncssh.SSHKey]:
     if not keys:
         raise ConfigError(f"user CA file {path} holds no public key")
     return keys
+
+
+def _is_key(line: str) -> bool:
+    """Whether ``line`` of a revoked-keys list is a whole public key or certificate."""
+    for parse in (asyncssh.import_public_key, asyncssh.import_certificate):
+        try:
+            parse(line)
+            return True
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+    return False

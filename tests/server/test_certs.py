@@ -15,7 +15,7 @@ import pytest
 
 from sftpd.config import ConfigError, Settings
 from sftpd.ssh.trust import Trust
-from tests.server.test_logins import code, enrol, login, outcomes
+from tests.server.test_logins import _Answers, code, enrol, login, outcomes
 from tests.support import Xfer
 from tests.support.live import LiveServer, User, start_live_server, stop_live_server
 
@@ -296,3 +296,22 @@ def test_xfer_uses_the_certificate_next_to_its_key(
     assert done.returncode == 0 and "used" in done.stdout, done.stderr
     methods = [m for o, m, _ in outcomes(ca_server, person) if o == "ok"]
     assert methods == ["certificate", "certificate"]
+
+
+async def test_a_forced_command_holds_when_a_code_follows_the_certificate(
+    ca_server: LiveServer, pki: Pki, person: User
+) -> None:
+    """Under certificate+totp the certificate's force-command still decides every session
+    (asyncssh forgets a certificate's options at the next login request, here the code)."""
+    enrol(ca_server, person, "certificate+totp")
+    key = pki.issue(person.name, "force-command=sp")
+    client = _Answers([code()])
+    async with ca_server.connect(person, client_keys=[(str(key), f"{key}-cert.pub")],
+                                 client_factory=lambda: client) as conn:  # fmt: skip
+        done = await conn.run("help")
+        assert "used" in str(done.stdout) and "sha256sum" not in str(done.stdout)
+        with pytest.raises((asyncssh.SFTPError, asyncssh.ChannelOpenError, OSError, EOFError)):
+            async with conn.start_sftp_client() as sftp:
+                await sftp.listdir(".")
+    assert client.prompts == ["Verification code: "]
+    assert list(person.home.iterdir()) == []

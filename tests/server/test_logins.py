@@ -4,6 +4,7 @@ and names no secret."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -253,7 +254,8 @@ def test_enrolling_shows_the_qr_code_and_asks_for_a_code(
     child.expect(r"or type the secret: ([A-Z2-7]+)")
     secret = child.match.group(1)
     child.expect_exact("Code from the app: ")
-    child.sendline(pyotp.TOTP(secret).now())
+    confirming = pyotp.TOTP(secret).now()
+    child.sendline(confirming)
     child.expect("Recovery codes")
     child.expect(pexpect.EOF)
     child.close()
@@ -263,6 +265,18 @@ def test_enrolling_shows_the_qr_code_and_asks_for_a_code(
     record = live_server.call(live_server.service.store.get_user(user.name))
     assert record is not None and record.totp_secret == secret
     assert record.recovery_codes == logins.RECOVERY_CODES
+    # the code typed to confirm is used up, like any code a login accepts
+    client = _Answers([confirming])
+    with pytest.raises(asyncssh.PermissionDenied):
+        async_login = live_server.connect(user, client_keys=None, password=user.password,
+                                          client_factory=lambda: client)  # fmt: skip
+        asyncio.run(_open_and_close(async_login))
+    assert ("failed", "totp", "code already used") in outcomes(live_server, user)
+
+
+async def _open_and_close(connecting: Any) -> None:
+    async with connecting:
+        pass
 
 
 def test_xfer_gives_a_code_from_stdin_and_keeps_to_one_connection(

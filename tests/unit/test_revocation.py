@@ -136,6 +136,21 @@ def test_malformed_krls_are_refused_with_a_reason() -> None:
         parse_revoked(b"\xff\xfe junk")
     with pytest.raises(RevocationError, match="line 1"):
         parse_revoked(b"ssh-ed25519 not-base64!\n")
+    with pytest.raises(RevocationError, match="line 2"):  # an ed25519 blob on an ssh-rsa line
+        parse_revoked(b"# list\nssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIGx8\n")
+
+
+def test_a_key_line_cut_short_makes_the_list_unreadable(pki: dict[str, Path]) -> None:
+    """A key whose base64 is cut at a multiple of 4 characters still decodes and names its
+    type; the server's check (sftpd/ssh/trust.py) decodes the whole key and refuses it."""
+    from sftpd.ssh.trust import _is_key
+
+    words = pki["key21"].read_text().split()
+    short = f"{words[0]} {words[1][:40]}\n"
+    assert parse_revoked(short.encode()).keys  # the type check alone cannot tell
+    with pytest.raises(RevocationError, match="line 1"):
+        parse_revoked(short.encode(), _is_key)
+    assert parse_revoked(pki["cert21"].read_bytes() + pki["key21"].read_bytes(), _is_key).keys
 
 
 def _ext(critical: bool) -> bytes:
