@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sftpd.core.limits import address_allowed, parse_networks
+from sftpd.core.limits import address_in
 from sftpd.core.revocation import Revocations
 
 
@@ -63,18 +63,11 @@ def refusal(
         return "certificate not yet valid"
     if now >= cert.valid_before:
         return "certificate expired"
-    if cert.source_address and not _address_in(addr, cert.source_address):
+    if cert.source_address and not address_in(addr, cert.source_address):
         return "certificate source-address does not allow this address"
     if cert.force_command is not None and not servable(cert.force_command):
         return "certificate forces a command sftpd cannot run"
     return revoked.cert_revoked(cert.blob, cert.key, cert.ca, cert.serial, cert.key_id)
-
-
-def _address_in(addr: str, networks: Collection[str]) -> bool:
-    try:
-        return address_allowed(addr, parse_networks(networks))
-    except ValueError:  # asyncssh decoded it, so this does not happen; refuse if it does
-        return False
 
 
 def fingerprint(blob: bytes) -> str:

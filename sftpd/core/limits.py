@@ -49,6 +49,15 @@ def address_allowed(addr: str, networks: tuple[Network, ...]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
+def address_in(addr: str, items: Iterable[str]) -> bool:
+    """:func:`address_allowed` for networks as stored (empty: anywhere); networks that do not
+    parse (stored by hand) allow nowhere: refuse rather than guess."""
+    try:
+        return address_allowed(addr, parse_networks(items))
+    except ValueError:
+        return False
+
+
 def expired(expires_at: float | None, now: float | None = None) -> bool:
     return expires_at is not None and (time.time() if now is None else now) >= expires_at
 

@@ -18,7 +18,7 @@ import asyncssh
 
 from sftpd.core import logins
 from sftpd.core.certs import Certificate, fingerprint, refusal
-from sftpd.core.limits import address_allowed, expired, parse_networks
+from sftpd.core.limits import address_in, expired
 from sftpd.core.session import Folder, Session
 from sftpd.events import Event
 from sftpd.exec.table import servable
@@ -357,11 +357,7 @@ class Connection(asyncssh.SSHServer):
             return self._failed(user.name, method, "user disabled", **fields)
         if expired(user.access.expires_at):
             return self._failed(user.name, method, "account expired", **fields)
-        try:
-            networks = parse_networks(user.access.allowed_from)
-        except ValueError:  # stored by hand: refuse rather than guess
-            networks = None
-        if networks is None or not address_allowed(self.addr, networks):
+        if not address_in(self.addr, user.access.allowed_from):
             return self._failed(user.name, method, "address not allowed", **fields)
         self._user = user
         self._login_fields.update(fields)
@@ -531,7 +527,4 @@ def _key_allows(key: KeyRecord, addr: str) -> bool:
     stored exempt without networks (by hand) is not exempt: refuse to guess which hosts."""
     if not key.allowed_from:
         return not key.exempt
-    try:
-        return address_allowed(addr, parse_networks(key.allowed_from))
-    except ValueError:  # stored by hand: refuse rather than guess
-        return False
+    return address_in(addr, key.allowed_from)
