@@ -1,6 +1,6 @@
 """Every use of asyncssh internals, in one place, written for one asyncssh series.
 
-sftpd and xfer reach past asyncssh's public API in ten ways, each listed in
+sftpd and xfer reach past asyncssh's public API in eleven ways, each listed in
 docs/asyncssh.md and guarded by tests/unit/test_compat.py (which pins the source
 of every asyncssh function these rely on, so an upgrade that changes one fails
 the suite instead of silently changing behaviour):
@@ -18,7 +18,8 @@ the suite instead of silently changing behaviour):
 7. :func:`growing_window` lets a channel's receive window grow on a long link;
 8. :func:`sliced_input` gives the receive path views of its input, not copies;
 9. :func:`chained_logins` answers a login step that is not the last with partial success;
-10. :func:`certificate_check` shows sftpd each user certificate before asyncssh admits it.
+10. :func:`certificate_check` shows sftpd each user certificate before asyncssh admits it;
+11. :func:`channel_data_now` sends an SFTP reply as channel data without asyncssh's copies.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -49,6 +50,7 @@ from asyncssh.constants import (
     FXP_OPENDIR,
     FXP_SYMLINK,
     FXP_WRITE,
+    MSG_CHANNEL_DATA,
     MSG_CHANNEL_WINDOW_ADJUST,
     MSG_IGNORE,
 )
@@ -63,8 +65,8 @@ __all__ = [
     "ASYNCSSH_SERIES", "FXP_EXTENDED_REPLY", "FXP_NAME", "FXP_OPEN", "FXP_OPENDIR",
     "FXP_SYMLINK", "FXP_WRITE", "SFTPHandler", "SFTPLimits", "SFTPServerHandler", "SSHPacket",
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
-    "binary_streams", "client_extended_request",
-    "fast_send", "growing_window", "use_fast_ciphers", "version_is_tested",
+    "binary_streams", "channel_data_now", "client_extended_request", "fast_send",
+    "growing_window", "packets_logged", "use_fast_ciphers", "version_is_tested",
 ]  # fmt: skip
 
 log = logging.getLogger("sftpd.compat")
@@ -134,7 +136,6 @@ def fast_send(
       packet-level debug logging) takes asyncssh's own path, which stays the reference.
     """
     send = conn.send_packet
-    logger = conn.logger
 
     def send_packet(pkttype: int, *args: bytes, **kwargs: Any) -> None:
         seal = getattr(conn._send_encryption, "seal", None)
@@ -152,7 +153,7 @@ def fast_send(
             or conn._compressor is not None
             or conn._rekey_bytes_sent >= conn._rekey_bytes
             or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
-            or (_logging.SSHLogger._debug_level >= 3 and logger.isEnabledFor(logging.DEBUG))
+            or packets_logged(conn)
         ):
             send(pkttype, *args, **kwargs)
             return
@@ -249,8 +250,14 @@ def _log_if_enabled(
 
 
 def _log_packet_if_enabled(self: _packet.SSHPacketLogger, *args: Any) -> None:
-    if _logging.SSHLogger._debug_level >= 3 and self.logger.isEnabledFor(logging.DEBUG):
+    if packets_logged(self):
         _log_packet(self, *args)
+
+
+def packets_logged(handler: Any) -> bool:
+    """Whether asyncssh would write a line for each packet ``handler`` (a channel, an
+    SFTP handler) sends: the packet-level debug log."""
+    return bool(_logging.SSHLogger._debug_level >= 3 and handler.logger.isEnabledFor(logging.DEBUG))
 
 
 def quiet_logging() -> None:
@@ -479,3 +486,47 @@ def certificate_check(
         return await validate(username, cert)
 
     conn._validate_openssh_certificate = validate_certificate  # type: ignore[method-assign]
+
+
+# -- 11. an SFTP reply straight onto the channel -------------------------------------------
+
+
+def channel_data_now(writer: SSHWriter[bytes], parts: tuple[bytes, ...]) -> bool:
+    """Send ``parts`` (one whole SFTP message, length first) as channel data now, without
+    copying them: True if sent, False (nothing sent) if the channel must queue them.
+
+    asyncssh's way (``SFTPHandler.send_packet``, then ``SSHChannel.write``,
+    ``_flush_send_buf`` and ``SSHChannel.send_packet``) copies a reply five times before
+    the connection frames it: joining the type byte, the length, into the channel's
+    bytearray, the data string, and the channel number. Here the parts go to the
+    connection as they are, cut into packets of the peer's maximum size by memoryview.
+    Only when that is all asyncssh would do: the channel open for sending, nothing queued
+    on it, and the peer's window holding the whole message; otherwise the caller takes
+    asyncssh's path, which queues the rest until the window opens.
+    """
+    chan = writer._chan
+    size = sum(map(len, parts))
+    if (
+        chan._send_state != "open"
+        or chan._send_buf
+        or size > chan._send_window
+        or chan._send_chan is None
+        or chan._conn is None
+    ):
+        return False
+    chan._send_window -= size
+    send, number, room = chan._conn.send_packet, UInt32(chan._send_chan), chan._send_pktsize
+    packet: list[bytes | memoryview] = []
+    fill = 0
+    for part in parts:
+        view, at = memoryview(part), 0
+        while at < len(view):
+            take = min(room - fill, len(view) - at)
+            packet.append(view[at : at + take] if take < len(view) else part)
+            fill, at = fill + take, at + take
+            if fill == room:
+                send(MSG_CHANNEL_DATA, number, UInt32(fill), *packet, handler=chan)  # type: ignore[arg-type]
+                packet, fill = [], 0
+    if packet:
+        send(MSG_CHANNEL_DATA, number, UInt32(fill), *packet, handler=chan)  # type: ignore[arg-type]
+    return True

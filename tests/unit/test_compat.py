@@ -22,8 +22,10 @@ import asyncssh
 import pytest
 
 from sftpd.ssh import compat
+from sftpd.ssh import sftp as sftp_module
 from sftpd.ssh.sftp import SftpdHandler
 from tests.support import Serve, known_hosts, run
+from tests.support.live import LiveServer, User
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +77,12 @@ PINNED = {
     "connection.SSHServerConnection._validate_openssh_certificate": "056062c844e4c716",
     "connection.SSHServerConnection._validate_client_certificate": "a49c71b2c2c1f917",
     "public_key.SSHOpenSSHCertificate.__init__": "6862316a1716fd45",
+    # 11. compat.channel_data_now does what the second, third and fourth do for a reply
+    # the channel can send whole (window, packet size, send state, the channel number)
+    "sftp.SFTPServerHandler.send_packet": "0c22ab5cc5f282e9",
+    "channel.SSHChannel.write": "1045e20008469933",
+    "channel.SSHChannel._flush_send_buf": "3f11e9dc27c58b18",
+    "channel.SSHChannel.send_packet": "00e81b763c8f3dd2",
     # 1. SftpdHandler overrides these or calls them from its overrides
     "sftp.SFTPServerHandler.__init__": "c6d824a26f61232e",
     "sftp.SFTPServerHandler._process_packet": "4e7c6b60e5c9dd26",
@@ -574,3 +582,40 @@ async def test_sliced_input_reads_every_byte_through_rekeys(first: str, then: st
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("pktsize", "window", "queued"),
+    [
+        (32768, 2 << 20, False),  # OpenSSH's size: a 32 KiB READ reply is two packets
+        (1000, 2 << 20, False),  # many packets per reply, cut inside the header too
+        (32768, 100_000, True),  # a window smaller than two replies: asyncssh queues some
+    ],
+)
+async def test_replies_sent_without_copies_arrive_whole(
+    live_server: LiveServer, user: User, monkeypatch: pytest.MonkeyPatch,
+    pktsize: int, window: int, queued: bool,
+) -> None:  # fmt: skip
+    """Files of sizes around the packet size and the window, read with large and odd
+    blocks and many requests in flight, come back byte for byte; hook 11 carried replies,
+    and asyncssh's path carried those the window could not take whole at once."""
+    taken: list[bool] = []
+
+    def counted(writer: Any, parts: tuple[bytes, ...]) -> bool:
+        taken.append(compat.channel_data_now(writer, parts))
+        return taken[-1]
+
+    monkeypatch.setattr(sftp_module, "channel_data_now", counted)
+    sizes = [0, 1, 987, 999, 1000, 1001, 32755, 32768, 32769, 65536 + 13, 300_001, 1 << 20]
+    files = {f"f{n}": os.urandom(n) for n in sizes}
+    for name, data in files.items():
+        (user.home / name).write_bytes(data)
+    async with live_server.connect(user, max_pktsize=pktsize, window=window) as conn:
+        async with conn.start_sftp_client() as sftp:
+            for name, data in files.items():
+                for block in (32768, 100_003, 256 << 10):
+                    async with sftp.open(name, "rb", block_size=block, max_requests=16) as f:
+                        assert await f.read() == data, (name, block)
+            assert sorted(await sftp.listdir(".")) == sorted([".", "..", *files])
+    assert True in taken
+    assert (False in taken) == queued
