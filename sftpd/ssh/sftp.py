@@ -44,8 +44,7 @@ from sftpd.ssh.compat import (
     SFTPServerHandler,
     SSHPacket,
     String,
-    channel_data_now,
-    packets_logged,
+    send_whole,
 )
 
 log = logging.getLogger("sftpd.sftp")
@@ -410,13 +409,8 @@ class SftpdHandler(SFTPServerHandler):
         """A reply goes onto the channel with no copy of its data (compat 11) when the
         channel can take it whole now; otherwise, or when packets are logged, asyncssh's
         way."""
-        writer = self._writer
-        if writer is None or packets_logged(writer.channel):
+        if not send_whole(self, pkttype, args):
             super().send_packet(pkttype, pktid, *args)
-        elif not writer.channel.is_closing():
-            head = (1 + sum(map(len, args))).to_bytes(4, "big") + bytes((pkttype,))
-            if not channel_data_now(writer, (head, *args)):
-                super().send_packet(pkttype, pktid, *args)
 
     async def _cleanup(self, exc: Exception | None) -> None:
         # OpenSSH's scp (SFTP mode) exits 1 unless the session ends with a status.

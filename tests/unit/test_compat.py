@@ -22,7 +22,6 @@ import asyncssh
 import pytest
 
 from sftpd.ssh import compat
-from sftpd.ssh import sftp as sftp_module
 from sftpd.ssh.sftp import SftpdHandler
 from tests.support import Serve, known_hosts, run
 from tests.support.live import LiveServer, User
@@ -588,34 +587,40 @@ async def test_sliced_input_reads_every_byte_through_rekeys(first: str, then: st
     ("pktsize", "window", "queued"),
     [
         (32768, 2 << 20, False),  # OpenSSH's size: a 32 KiB READ reply is two packets
-        (1000, 2 << 20, False),  # many packets per reply, cut inside the header too
-        (32768, 100_000, True),  # a window smaller than two replies: asyncssh queues some
+        (1000, 2 << 20, False),  # many packets per message, cut inside the header too
+        (32768, 100_000, True),  # a window smaller than two messages: asyncssh queues some
     ],
 )
-async def test_replies_sent_without_copies_arrive_whole(
+async def test_messages_sent_without_copies_arrive_whole(
     live_server: LiveServer, user: User, monkeypatch: pytest.MonkeyPatch,
     pktsize: int, window: int, queued: bool,
 ) -> None:  # fmt: skip
-    """Files of sizes around the packet size and the window, read with large and odd
-    blocks and many requests in flight, come back byte for byte; hook 11 carried replies,
-    and asyncssh's path carried those the window could not take whole at once."""
-    taken: list[bool] = []
+    """Files of sizes around the packet size and the window, written and read back with
+    large and odd blocks and many requests in flight, arrive byte for byte both ways;
+    hook 11 carried sftpd's replies and the client's requests, and asyncssh's path carried
+    those the window could not take whole at once (sftpd's window is 2 MiB, so only the
+    replies to a client with a short window)."""
+    taken: dict[bool, list[bool]] = {True: [], False: []}  # by: sent from the server?
 
     def counted(writer: Any, parts: tuple[bytes, ...]) -> bool:
-        taken.append(compat.channel_data_now(writer, parts))
-        return taken[-1]
+        sent = real(writer, parts)
+        taken[isinstance(writer.channel, asyncssh.SSHServerChannel)].append(sent)
+        return sent
 
-    monkeypatch.setattr(sftp_module, "channel_data_now", counted)
+    real = compat.channel_data_now
+    monkeypatch.setattr(compat, "channel_data_now", counted)
     sizes = [0, 1, 987, 999, 1000, 1001, 32755, 32768, 32769, 65536 + 13, 300_001, 1 << 20]
     files = {f"f{n}": os.urandom(n) for n in sizes}
-    for name, data in files.items():
-        (user.home / name).write_bytes(data)
     async with live_server.connect(user, max_pktsize=pktsize, window=window) as conn:
         async with conn.start_sftp_client() as sftp:
+            compat.whole_requests(sftp)
             for name, data in files.items():
+                async with sftp.open(name, "wb", block_size=100_003, max_requests=16) as f:
+                    await f.write(data)
+                assert (user.home / name).read_bytes() == data, name
                 for block in (32768, 100_003, 256 << 10):
                     async with sftp.open(name, "rb", block_size=block, max_requests=16) as f:
                         assert await f.read() == data, (name, block)
             assert sorted(await sftp.listdir(".")) == sorted([".", "..", *files])
-    assert True in taken
-    assert (False in taken) == queued
+    assert True in taken[True] and True in taken[False]
+    assert (False in taken[True]) == queued
