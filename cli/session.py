@@ -15,7 +15,6 @@ from cli.connect import ConnectOptions, Target, connect
 from cli.errors import USAGE, XferError, from_exception
 from cli.profiles import Profile, Profiles
 from cli.remote import Remote
-from sftpd.ssh.compat import whole_requests
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,6 @@ async def open_remote(
     )
     try:
         sftp = await conn.start_sftp_client()
-        whole_requests(sftp)
         cwd = cwd or (profile.cwd if profile and profile.cwd else await sftp.realpath("."))
     except (asyncssh.Error, OSError) as exc:
         conn.close()

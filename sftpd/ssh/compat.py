@@ -19,8 +19,7 @@ the suite instead of silently changing behaviour):
 8. :func:`sliced_input` gives the receive path views of its input, not copies;
 9. :func:`chained_logins` answers a login step that is not the last with partial success;
 10. :func:`certificate_check` shows sftpd each user certificate before asyncssh admits it;
-11. :func:`channel_data_now` sends an SFTP message as channel data without asyncssh's copies
-    (:func:`send_whole` for sftpd's replies, :func:`whole_requests` for xfer's requests).
+11. :func:`send_whole` sends an SFTP reply as channel data without asyncssh's copies.
 
 No other module imports an asyncssh submodule (a test checks that too).
 """
@@ -68,7 +67,6 @@ __all__ = [
     "SSHReader", "SSHServerStreamSession", "SSHWriter", "String", "UInt32", "UInt64",
     "binary_streams", "channel_data_now", "client_extended_request", "fast_send",
     "growing_window", "packets_logged", "send_whole", "use_fast_ciphers", "version_is_tested",
-    "whole_requests",
 ]  # fmt: skip
 
 log = logging.getLogger("sftpd.compat")
@@ -544,15 +542,3 @@ def send_whole(handler: SFTPHandler, pkttype: int, args: tuple[bytes, ...]) -> b
         return False
     head = (1 + sum(map(len, args))).to_bytes(4, "big") + bytes((pkttype,))
     return channel_data_now(writer, (head, *args))
-
-
-def whole_requests(sftp: asyncssh.SFTPClient) -> None:
-    """xfer's requests (a WRITE's data above all) onto the channel as sftpd's replies go."""
-    handler = sftp._handler
-    send = handler.send_packet
-
-    def send_packet(pkttype: int, pktid: int | None, *args: bytes) -> None:
-        if not send_whole(handler, pkttype, args):
-            send(pkttype, pktid, *args)
-
-    handler.send_packet = send_packet  # type: ignore[method-assign]
