@@ -8,6 +8,7 @@ hook."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -83,12 +84,18 @@ class Event:
         return {f"SFTPD_EVENT_{k.upper()}": str(v) for k, v in self.to_dict().items()}
 
 
+#: sftpd's own generator, not the process-wide one that libraries and tests share: seeded
+#: from the OS, and again in every forked worker (as ``random`` reseeds its own), so no two
+#: workers draw the same bits.
+RANDOM = random.Random()
+os.register_at_fork(after_in_child=RANDOM.seed)
+
+
 def new_event_id(at: float) -> str:
     """24 hex digits: the event's milliseconds since the epoch, then 48 random bits: ids
     sort by time, and the store's id index serves as its time index. The random bits come
-    from ``random`` (seeded from the OS and again in every forked worker): no system call
-    per event, and an id is a name, not a secret."""
-    return f"{max(0, int(at * 1000)):012x}{random.getrandbits(48):012x}"
+    from :data:`RANDOM`: no system call per event, and an id is a name, not a secret."""
+    return f"{max(0, int(at * 1000)):012x}{RANDOM.getrandbits(48):012x}"
 
 
 #: Emit an event; the result is done when the event is recorded (awaiting it is how an

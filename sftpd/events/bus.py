@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from sftpd.events import Done, Event
+from sftpd.events import RANDOM, Done, Event
 from sftpd.events.actions import post_webhook, run_command
 from sftpd.events.hooks import Hook
 from sftpd.store import Store, StoreError
@@ -330,7 +329,7 @@ class Courier:
             return "delivered", now
         hook = self.hook
         backoff = min(hook.backoff_max, RETRY_DELAY * 2 ** min(attempts - 1, 40))
-        next_at = now + backoff * random.uniform(0.8, 1.0)  # spread a burst's retries
+        next_at = now + backoff * RANDOM.uniform(0.8, 1.0)  # spread a burst's retries
         if (hook.retries is not None and attempts > hook.retries) or (
             next_at > event.time + hook.horizon
         ):
