@@ -510,6 +510,7 @@ def channel_data_now(writer: SSHWriter[bytes], parts: tuple[bytes, ...]) -> bool
         chan._send_state != "open"
         or chan._send_buf
         or size > chan._send_window
+        or chan._send_pktsize <= 0  # asyncssh refuses such a channel; never loop on it
         or chan._send_chan is None
         or chan._conn is None
     ):
